@@ -1,0 +1,41 @@
+# The two commands: `make run` (the whole backend on this machine, no AWS or
+# Stripe account) and `make test` (install what the tests need, run them all).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAGE ?= dev
+
+.PHONY: install system-deps run test test-unit test-integration test-e2e bench package deploy clean
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check 'pip<26.3'
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+# Debian packages the tests use: Chromium for the payment-page test.
+system-deps:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	  else echo "install Debian's chromium (sudo apt-get install chromium) for the browser test" >&2; exit 1; fi; }
+
+run: install
+	$(PY) -m infra.local.stage
+
+test: install system-deps
+	$(PY) -m pytest
+
+test-unit: install
+	$(PY) -m pytest tests/unit
+
+test-integration: install
+	$(PY) -m pytest tests/integration
+
+test-e2e: install system-deps
+	$(PY) -m pytest tests/e2e
+
+clean:
+	rm -rf $(VENV) build .local-stage test-artifacts .pytest_cache .hypothesis

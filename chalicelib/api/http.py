@@ -1,0 +1,277 @@
+"""Where HTTP meets the services: authentication, JSON bodies, idempotency,
+pagination and the one mapping of errors to API.md's error object.
+
+Chalice turns any exception raised by a view into its own 500 body, so views
+are registered through `endpoint()`, which catches the domain's errors and
+answers with `{"error": {"type", "code", "message", "param", "request_id"}}`.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Callable, TypeVar
+
+from chalice import Blueprint, Response
+from pydantic import BaseModel, ValidationError
+
+from chalicelib.config import settings
+from chalicelib.domain.errors import (
+    BillingError,
+    Conflict,
+    InvalidRequest,
+    invalid_request_from_validation_error,
+)
+from chalicelib.observability import logger
+
+Model = TypeVar("Model", bound=BaseModel)
+
+JSON_TYPES = ["application/json"]
+IDEMPOTENCY_WINDOW_SECONDS = 24 * 3600
+
+
+@dataclass
+class Call:
+    """One request as a view sees it: who calls, what they sent."""
+
+    request: Any
+    request_id: str
+    merchant_id: str | None = None
+
+    def body(self, model: type[Model]) -> Model:
+        """The JSON body validated by `model`; any problem is a 400 naming the field."""
+        raw = self.request.raw_body or b""
+        if len(raw) > settings().max_body_bytes:
+            raise InvalidRequest(
+                f"request body is larger than {settings().max_body_bytes} bytes", code="body_too_large"
+            )
+        try:
+            data = json.loads(raw or b"{}")
+        except (ValueError, UnicodeDecodeError):
+            raise InvalidRequest("the body is not valid JSON", code="invalid_json") from None
+        if not isinstance(data, dict):
+            raise InvalidRequest("the body must be a JSON object")
+        try:
+            return model.model_validate(data)
+        except ValidationError as error:
+            raise invalid_request_from_validation_error(error) from None
+
+    def query(self, name: str, default: str | None = None) -> str | None:
+        params = self.request.query_params or {}
+        return params.get(name, default)
+
+    def limit(self) -> int:
+        text = self.query("limit", "20")
+        if not text.isdigit() or not 1 <= int(text) <= 100:
+            raise InvalidRequest("limit must be a whole number from 1 to 100", param="limit")
+        return int(text)
+
+
+def listing(items: list, next_cursor: str | None) -> dict:
+    return {"data": items, "has_more": next_cursor is not None, "next_cursor": next_cursor}
+
+
+def to_json(body: Any) -> str:
+    return json.dumps(body, default=_json_default, separators=(",", ":"))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def json_response(status: int, body: Any, headers: dict | None = None) -> Response:
+    return Response(
+        body=to_json(body), status_code=status, headers={"Content-Type": "application/json", **(headers or {})}
+    )
+
+
+def error_response(error: BillingError, request_id: str) -> Response:
+    body = {
+        "error": {
+            "type": error.type,
+            "code": error.code,
+            "message": error.message,
+            "param": error.param,
+            "request_id": request_id,
+        }
+    }
+    return json_response(error.status, body)
+
+
+def internal_error_response(request_id: str) -> Response:
+    return json_response(
+        500,
+        {
+            "error": {
+                "type": "api_error",
+                "code": "api_error",
+                "message": "an internal error occurred; quote the request id to support",
+                "param": None,
+                "request_id": request_id,
+            }
+        },
+    )
+
+
+def bearer_key(request) -> str | None:
+    header = (request.headers or {}).get("authorization", "")
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        return None
+    return key.strip()
+
+
+def endpoint(
+    blueprint: Blueprint,
+    path: str,
+    *,
+    methods: tuple[str, ...] = ("GET",),
+    auth: str = "merchant",
+    status: int = 200,
+    content_types: list[str] | None = None,
+) -> Callable:
+    """Register `view(call, **path_params)` as a route.
+
+    `auth` is "merchant" (a merchant API key), "operator" (the platform key,
+    /admin/*) or "public". A view returns a JSON-able body (sent with
+    `status`) or a chalice Response of its own (HTML, PDF)."""
+    if auth not in ("merchant", "operator", "public"):
+        raise ValueError(auth)
+
+    def register(view: Callable) -> Callable:
+        @functools.wraps(view)
+        def handle(**path_params: str) -> Response:
+            request = blueprint.current_request
+            request_id = (request.context or {}).get("requestId") or str(uuid.uuid4())
+            logger.append_keys(request_id=request_id)
+            call = Call(request=request, request_id=request_id)
+            try:
+                _authenticate(call, auth)
+                idempotency_key = (request.headers or {}).get("idempotency-key")
+                if request.method == "POST" and idempotency_key and auth != "public":
+                    return _idempotent(call, idempotency_key, lambda: _run(view, call, path_params, status))
+                return _run(view, call, path_params, status)
+            except BillingError as error:  # authentication, idempotency
+                return error_response(error, request_id)
+            except Exception:
+                logger.exception("unhandled error", extra={"path": request.path, "method": request.method})
+                return internal_error_response(request_id)
+
+        blueprint.route(path, methods=list(methods), content_types=content_types or JSON_TYPES)(handle)
+        return view
+
+    return register
+
+
+def _authenticate(call: Call, auth: str) -> None:
+    from chalicelib.services import merchants
+
+    if auth == "merchant":
+        call.merchant_id = merchants.authenticate_merchant(bearer_key(call.request))
+        logger.append_keys(merchant_id=call.merchant_id)
+    elif auth == "operator":
+        merchants.authenticate_operator(bearer_key(call.request))
+
+
+def _run(view: Callable, call: Call, path_params: dict, status: int) -> Response:
+    try:
+        result = view(call, **path_params)
+    except BillingError as error:
+        return error_response(error, call.request_id)
+    if isinstance(result, Response):
+        return result
+    return json_response(status, result)
+
+
+def _idempotent(call: Call, key: str, run: Callable[[], Response]) -> Response:
+    """Replay the first answer to a POST with the same `Idempotency-Key`.
+
+    The key is scoped to the caller (merchant, or the operator); the stored
+    fingerprint covers method, path and body, so the same key sent with
+    anything else is `409 idempotency_mismatch`. Answers below 500 are kept
+    for 24 h (a 400 stays a 400); a 500 is not kept, so the client's retry
+    runs again."""
+    from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
+    from aws_lambda_powertools.utilities.idempotency.exceptions import (
+        IdempotencyAlreadyInProgressError,
+        IdempotencyValidationError,
+    )
+
+    if len(key) > 255:
+        raise InvalidRequest("Idempotency-Key is longer than 255 characters", param="Idempotency-Key")
+    request = call.request
+    fingerprint = hashlib.sha256(
+        b"\n".join(
+            [
+                request.method.encode(),
+                request.path.encode(),
+                json.dumps(request.uri_params or {}, sort_keys=True).encode(),
+                request.raw_body or b"",
+            ]
+        )
+    ).hexdigest()
+    executed = []
+
+    def first_answer(request: dict) -> dict:
+        response = run()
+        if response.status_code >= 500:
+            raise _NotKept(response)
+        executed.append(True)
+        return {"status": response.status_code, "body": response.body, "headers": dict(response.headers)}
+
+    scope = call.merchant_id or "operator"
+    config = IdempotencyConfig(
+        event_key_jmespath="key",
+        payload_validation_jmespath="fingerprint",
+        expires_after_seconds=IDEMPOTENCY_WINDOW_SECONDS,
+    )
+    if request.lambda_context is not None:
+        config.register_lambda_context(request.lambda_context)
+    remember = idempotent_function(
+        first_answer,
+        data_keyword_argument="request",
+        persistence_store=_persistence_layer(),
+        config=config,
+        key_prefix=f"{scope}#idempotency",
+    )
+    try:
+        answer = remember(request={"key": key, "fingerprint": fingerprint})
+    except _NotKept as not_kept:
+        return not_kept.response
+    except IdempotencyValidationError:
+        raise Conflict(
+            "this Idempotency-Key was used with another request", code="idempotency_mismatch"
+        ) from None
+    except IdempotencyAlreadyInProgressError:
+        raise Conflict("a request with this Idempotency-Key is still in progress; retry shortly") from None
+    headers = dict(answer["headers"])
+    if not executed:
+        headers["Idempotent-Replayed"] = "true"
+    return Response(body=answer["body"], status_code=answer["status"], headers=headers)
+
+
+class _NotKept(Exception):
+    def __init__(self, response: Response):
+        self.response = response
+
+
+_dynamodb_client = None
+
+
+def _persistence_layer():
+    """A persistence layer per request (Powertools keeps per-call state on
+    it), over one cached DynamoDB client."""
+    global _dynamodb_client
+    import boto3
+    from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
+
+    from chalicelib.store.base import region
+
+    if _dynamodb_client is None:
+        _dynamodb_client = boto3.client("dynamodb", region_name=region())
+    return DynamoDBPersistenceLayer(table_name=settings().idempotency_table_name, boto3_client=_dynamodb_client)

@@ -1,0 +1,70 @@
+"""/admin/merchants (operator) and /merchant (the calling merchant)."""
+from __future__ import annotations
+
+from typing import Annotated
+
+from chalice import Blueprint
+from pydantic import BaseModel, Field, StringConstraints, model_validator
+
+from chalicelib.api.fields import STRICT, CountryCode, Currency, Email, Locale, Name, Percent, TimeZone
+from chalicelib.api.http import Call, endpoint
+from chalicelib.services import merchants
+
+blueprint = Blueprint(__name__)
+
+InvoicePrefix = Annotated[str, StringConstraints(pattern=r"^[A-Z0-9]{1,10}$")]
+RetryDays = Annotated[list[Annotated[int, Field(ge=1, le=60)]], Field(max_length=10)]
+
+
+class MerchantFields(BaseModel):
+    model_config = STRICT
+
+    name: Name | None = None
+    default_currency: Currency | None = None
+    alert_emails: Annotated[list[Email], Field(max_length=20)] | None = None
+    tax_rates: Annotated[dict[CountryCode, Percent], Field(max_length=300)] | None = None
+    invoice_prefix: InvoicePrefix | None = None
+    dunning_retry_days: RetryDays | None = None
+    locale: Locale | None = None
+    timezone: TimeZone | None = None
+
+    @model_validator(mode="after")
+    def _retry_days_ascending(self):
+        days = self.dunning_retry_days or []
+        if any(later <= earlier for earlier, later in zip(days, days[1:])):
+            raise ValueError("dunning_retry_days must be strictly ascending")
+        return self
+
+    def changes(self) -> dict:
+        return self.model_dump(exclude_unset=True, exclude_none=True)
+
+
+class NewMerchant(MerchantFields):
+    name: Name
+    default_currency: Currency
+    invoice_prefix: InvoicePrefix
+
+
+@endpoint(blueprint, "/admin/merchants", methods=("POST",), auth="operator", status=201)
+def create_merchant(call: Call):
+    return merchants.create_merchant(call.body(NewMerchant).changes())
+
+
+@endpoint(blueprint, "/merchant")
+def get_merchant(call: Call):
+    return merchants.get_merchant(call.merchant_id)
+
+
+@endpoint(blueprint, "/merchant", methods=("PATCH",))
+def update_merchant(call: Call):
+    return merchants.update_merchant(call.merchant_id, call.body(MerchantFields).changes())
+
+
+@endpoint(blueprint, "/merchant/api-keys", methods=("POST",), status=201)
+def create_api_key(call: Call):
+    return merchants.create_api_key(call.merchant_id)
+
+
+@endpoint(blueprint, "/merchant/api-keys/{prefix}", methods=("DELETE",))
+def revoke_api_key(call: Call, prefix: str):
+    return merchants.revoke_api_key(call.merchant_id, prefix)

@@ -1,0 +1,81 @@
+"""Settings, read once from the environment and typed.
+
+In AWS the secrets (operator key, Stripe keys) are not in the environment:
+the environment names their SSM parameters and `secret()` reads them through
+Powertools parameters, cached for a few minutes. The local stage puts the
+secrets themselves in the environment.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+
+
+@dataclass(frozen=True)
+class Settings:
+    stage: str
+    version: str
+    table_name: str
+    idempotency_table_name: str
+    public_base_url: str
+    usage_queue_url: str
+    billing_queue_url: str
+    notifications_queue_url: str
+    event_bus_name: str
+    alert_sender: str
+    stripe_api_base: str | None
+    local_clock_file: str | None
+    payment_link_days: int
+    billing_shards: int
+    max_body_bytes: int
+
+    @property
+    def is_local(self) -> bool:
+        return self.stage == "local"
+
+
+@lru_cache(maxsize=1)
+def settings() -> Settings:
+    env = os.environ
+    return Settings(
+        stage=env.get("STAGE", "dev"),
+        version=env.get("APP_VERSION", "0.1.0"),
+        table_name=env.get("TABLE_NAME", "billing"),
+        idempotency_table_name=env.get("IDEMPOTENCY_TABLE_NAME", "billing-idempotency"),
+        public_base_url=env.get("PUBLIC_BASE_URL", "http://127.0.0.1:8000").rstrip("/"),
+        usage_queue_url=env.get("USAGE_QUEUE_URL", ""),
+        billing_queue_url=env.get("BILLING_QUEUE_URL", ""),
+        notifications_queue_url=env.get("NOTIFICATIONS_QUEUE_URL", ""),
+        event_bus_name=env.get("EVENT_BUS_NAME", "billing"),
+        alert_sender=env.get("ALERT_SENDER", "billing@example.com"),
+        stripe_api_base=env.get("STRIPE_API_BASE") or None,
+        local_clock_file=env.get("LOCAL_CLOCK_FILE") or None,
+        payment_link_days=int(env.get("PAYMENT_LINK_DAYS", "7")),
+        billing_shards=int(env.get("BILLING_SHARDS", "16")),
+        max_body_bytes=int(env.get("MAX_BODY_BYTES", str(256 * 1024))),
+    )
+
+
+_SECRET_NAMES = {
+    "admin_api_key": "ADMIN_API_KEY",
+    "stripe_secret_key": "STRIPE_SECRET_KEY",
+    "stripe_webhook_secret": "STRIPE_WEBHOOK_SECRET",
+    "token_signing_key": "TOKEN_SIGNING_KEY",
+}
+
+
+def secret(name: str) -> str:
+    """A secret by its setting name: from the environment when set there
+    (local stage, tests), else from the SSM parameter named by
+    `<ENV_NAME>_PARAMETER`, decrypted and cached by Powertools (5 minutes)."""
+    env_name = _SECRET_NAMES[name]
+    value = os.environ.get(env_name)
+    if value:
+        return value
+    parameter = os.environ.get(f"{env_name}_PARAMETER")
+    if not parameter:
+        raise RuntimeError(f"{env_name} or {env_name}_PARAMETER must be set")
+    from aws_lambda_powertools.utilities import parameters
+
+    return parameters.get_parameter(parameter, decrypt=True, max_age=300)

@@ -1,0 +1,129 @@
+"""Merchants: creation by the operator, settings, API keys."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+
+from chalicelib import config
+from chalicelib.clock import clock, isoformat
+from chalicelib.domain.errors import AuthenticationError, InvalidRequest, NotFound
+from chalicelib.ids import new_id
+from chalicelib.store import merchants as store
+
+# A warm Lambda remembers which merchant a key belongs to for this long, so a
+# busy merchant's requests do not each pay a DynamoDB read. A revoked key is
+# refused at once by the container that revoked it and within this delay by
+# every other one.
+KEY_CACHE_SECONDS = 60
+_key_cache: dict[str, tuple[str, float]] = {}
+
+DEFAULTS = {
+    "alert_emails": [],
+    "tax_rates": {},
+    "dunning_retry_days": [1, 3, 5, 7],
+    "locale": "en",
+    "timezone": "UTC",
+}
+
+
+def hash_key(api_key: str) -> str:
+    # Keys carry 256 random bits: a plain SHA-256 is enough, no slow KDF needed.
+    return hashlib.sha256(api_key.encode()).hexdigest()
+
+
+def _new_key(merchant_id: str) -> tuple[str, store.ApiKeyRecord]:
+    api_key = f"sk_{secrets.token_urlsafe(32)}"
+    prefix = api_key[:11]
+    record = store.ApiKeyRecord(
+        *store.ApiKeyRecord.key(hash_key(api_key)),
+        merchant_id=merchant_id,
+        prefix=prefix,
+        created_at=isoformat(clock().now()),
+    )
+    return api_key, record
+
+
+def create_merchant(fields: dict) -> dict:
+    merchant_id = new_id("mer")
+    api_key, key_record = _new_key(merchant_id)
+    record = store.MerchantRecord(
+        *store.MerchantRecord.key(merchant_id),
+        merchant_id=merchant_id,
+        created_at=isoformat(clock().now()),
+        api_keys={key_record.prefix: key_record.pk.split("#", 1)[1]},
+        **{**DEFAULTS, **fields},
+    )
+    store.create_merchant(record, key_record)
+    return {**serialize(record), "api_key": api_key}
+
+
+def get_merchant(merchant_id: str) -> dict:
+    return serialize(store.get_merchant(merchant_id))
+
+
+def update_merchant(merchant_id: str, changes: dict) -> dict:
+    record = store.get_merchant(merchant_id)
+    for name, value in changes.items():
+        setattr(record, name, value)
+    store.save_merchant(record)
+    return serialize(record)
+
+
+def create_api_key(merchant_id: str) -> dict:
+    record = store.get_merchant(merchant_id)
+    api_key, key_record = _new_key(merchant_id)
+    store.add_api_key(record, key_record, hash_key(api_key))
+    return {"prefix": key_record.prefix, "api_key": api_key, "created_at": key_record.created_at}
+
+
+def revoke_api_key(merchant_id: str, prefix: str) -> dict:
+    record = store.get_merchant(merchant_id)
+    key_hashes = record.key_hashes()
+    if prefix not in key_hashes:
+        raise NotFound(f"no API key with prefix {prefix}")
+    if len(key_hashes) == 1:
+        raise InvalidRequest("the last API key cannot be revoked; create another first", param="prefix")
+    key_hash = key_hashes[prefix]
+    store.remove_api_key(record, prefix)
+    _key_cache.pop(key_hash, None)
+    return {"prefix": prefix, "deleted": True}
+
+
+def authenticate_merchant(api_key: str | None) -> str:
+    """The merchant a presented key belongs to, or AuthenticationError."""
+    if not api_key:
+        raise AuthenticationError("missing API key: send Authorization: Bearer <key>")
+    key_hash = hash_key(api_key)
+    cached = _key_cache.get(key_hash)
+    now = time.monotonic()
+    if cached and now - cached[1] < KEY_CACHE_SECONDS:
+        return cached[0]
+    merchant_id = store.merchant_for_key(key_hash)
+    if merchant_id is None:
+        raise AuthenticationError("invalid API key")
+    _key_cache[key_hash] = (merchant_id, now)
+    return merchant_id
+
+
+def authenticate_operator(api_key: str | None) -> None:
+    if not api_key or not hmac.compare_digest(api_key.encode(), config.secret("admin_api_key").encode()):
+        raise AuthenticationError("this route needs the platform operator key")
+
+
+def serialize(record: store.MerchantRecord) -> dict:
+    return {
+        "id": record.merchant_id,
+        "object": "merchant",
+        "name": record.name,
+        "default_currency": record.default_currency,
+        "alert_emails": list(record.alert_emails or []),
+        "tax_rates": record.tax_rate_table(),
+        "invoice_prefix": record.invoice_prefix,
+        "dunning_retry_days": [int(d) for d in record.dunning_retry_days or []],
+        "locale": record.locale,
+        "timezone": record.timezone,
+        "api_keys": [{"prefix": prefix} for prefix in sorted(record.key_hashes())],
+        "created_at": record.created_at,
+    }

@@ -1,0 +1,105 @@
+"""Merchants and their API keys."""
+from __future__ import annotations
+
+from pynamodb.attributes import ListAttribute, MapAttribute, NumberAttribute, UnicodeAttribute
+from pynamodb.exceptions import DoesNotExist, PutError
+
+from chalicelib.domain.errors import NotFound
+from chalicelib.store.base import BillingRecord, transaction
+
+
+class MerchantRecord(BillingRecord):
+    merchant_id = UnicodeAttribute()
+    name = UnicodeAttribute()
+    default_currency = UnicodeAttribute()
+    alert_emails = ListAttribute(of=UnicodeAttribute, default=list)
+    # country -> rate as a decimal string ("20.0"); never a float.
+    tax_rates = MapAttribute(default=dict)
+    invoice_prefix = UnicodeAttribute()
+    dunning_retry_days = ListAttribute(of=NumberAttribute, default=list)
+    locale = UnicodeAttribute(default="en")
+    timezone = UnicodeAttribute(default="UTC")
+    created_at = UnicodeAttribute()
+    # prefix -> sha256 of the key, so a key can be revoked by its prefix.
+    api_keys = MapAttribute(default=dict)
+    version = NumberAttribute(default=1)
+
+    @staticmethod
+    def key(merchant_id: str) -> tuple[str, str]:
+        return f"{merchant_id}#merchant", "merchant"
+
+    def key_hashes(self) -> dict[str, str]:
+        """prefix -> key hash, as a plain dict (raw map attributes load as MapAttribute)."""
+        return _plain(self.api_keys)
+
+    def tax_rate_table(self) -> dict[str, str]:
+        return _plain(self.tax_rates)
+
+
+def _plain(value) -> dict:
+    return value.as_dict() if isinstance(value, MapAttribute) else dict(value or {})
+
+
+class ApiKeyRecord(BillingRecord):
+    """The lookup from a presented key to its merchant. The partition key is
+    the key's hash (the merchant is not known yet when a request arrives)."""
+
+    merchant_id = UnicodeAttribute()
+    prefix = UnicodeAttribute()
+    created_at = UnicodeAttribute()
+
+    @staticmethod
+    def key(key_hash: str) -> tuple[str, str]:
+        return f"key#{key_hash}", "api_key"
+
+
+def get_merchant(merchant_id: str) -> MerchantRecord:
+    try:
+        return MerchantRecord.get(*MerchantRecord.key(merchant_id))
+    except DoesNotExist:
+        raise NotFound(f"no merchant {merchant_id}") from None
+
+
+def create_merchant(record: MerchantRecord, key: ApiKeyRecord) -> None:
+    """The merchant and its first key, together or not at all."""
+    with transaction() as write:
+        write.save(record, condition=MerchantRecord.pk.does_not_exist())
+        write.save(key, condition=ApiKeyRecord.pk.does_not_exist())
+
+
+def merchant_for_key(key_hash: str) -> str | None:
+    try:
+        return ApiKeyRecord.get(*ApiKeyRecord.key(key_hash)).merchant_id
+    except DoesNotExist:
+        return None
+
+
+def add_api_key(merchant: MerchantRecord, key: ApiKeyRecord, key_hash: str) -> None:
+    with transaction() as write:
+        write.save(key, condition=ApiKeyRecord.pk.does_not_exist())
+        write.update(
+            merchant,
+            actions=[MerchantRecord.api_keys[key.prefix].set(key_hash)],
+            condition=MerchantRecord.pk.exists(),
+        )
+
+
+def remove_api_key(merchant: MerchantRecord, prefix: str) -> None:
+    key_hash = merchant.key_hashes()[prefix]
+    with transaction() as write:
+        write.delete(ApiKeyRecord(*ApiKeyRecord.key(key_hash)))
+        write.update(merchant, actions=[MerchantRecord.api_keys[prefix].remove()])
+
+
+def save_merchant(record: MerchantRecord) -> None:
+    """Write a changed merchant if nobody changed it since it was read."""
+    expected = record.version
+    record.version = expected + 1
+    try:
+        record.save(condition=MerchantRecord.version == expected)
+    except PutError as error:
+        record.version = expected
+        from chalicelib.store.errors import raise_if_condition_failed
+
+        raise_if_condition_failed(error, "the merchant was changed by another request; read it again")
+        raise

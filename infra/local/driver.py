@@ -1,0 +1,33 @@
+"""The local stage's stand-in for Lambda's event sources.
+
+In AWS, SQS event source mappings call the queue consumers and EventBridge
+rules call the scheduled jobs. Here one process polls moto's queues and calls
+the same Chalice handlers with the same event shapes, honouring partial batch
+failures (ReportBatchItemFailures) as Lambda does.
+"""
+from __future__ import annotations
+
+import signal
+import sys
+import time
+
+from infra.local.lambda_events import drain_once, queue_consumers
+
+
+def main() -> int:
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
+    from app import app
+
+    consumers = queue_consumers(app)
+    print(f"driver: consuming {sorted(consumers)}", flush=True)
+    while not stopping:
+        handled = sum(drain_once(queue_url, handler, wait_seconds=1) for queue_url, handler in consumers.items())
+        if not handled and not consumers:
+            time.sleep(0.5)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
