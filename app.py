@@ -1,7 +1,7 @@
 """The billing backend's Lambda functions: wiring only, one line each."""
 from chalice import Chalice
 
-from chalicelib.api import health, merchants, middleware
+from chalicelib.api import health, merchants, middleware, offers
 from chalicelib.config import settings
 
 app = Chalice(app_name="billing")
@@ -9,6 +9,7 @@ middleware.register(app)
 
 app.register_blueprint(health.blueprint)
 app.register_blueprint(merchants.blueprint)
+app.register_blueprint(offers.blueprint)
 
 if settings().is_local:
     # The local stage's clock and outbox: never registered on a deployed stage.

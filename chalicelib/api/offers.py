@@ -1,0 +1,49 @@
+"""/offers: the merchant's catalog. The request models are the catalog's own
+(chalicelib/domain/catalog.py): strict, amounts as decimal strings.
+
+The service (and through it the catalog's pydantic models) is imported by
+the views, so a cold start that serves other routes does not pay for it."""
+from __future__ import annotations
+
+from chalice import Blueprint
+
+from chalicelib.api.http import Call, endpoint, listing
+
+blueprint = Blueprint(__name__)
+
+
+@endpoint(blueprint, "/offers", methods=("POST",), status=201)
+def create_offer(call: Call):
+    from chalicelib.domain.catalog import Offer
+    from chalicelib.services import offers
+
+    return offers.create_offer(call.merchant_id, call.body(Offer))
+
+
+@endpoint(blueprint, "/offers")
+def list_offers(call: Call):
+    from chalicelib.services import offers
+
+    return listing(*offers.list_offers(call.merchant_id, limit=call.limit(), cursor=call.query("cursor")))
+
+
+@endpoint(blueprint, "/offers/{offer_id}")
+def get_offer(call: Call, offer_id: str):
+    from chalicelib.services import offers
+
+    return offers.get_offer(call.merchant_id, offer_id)
+
+
+@endpoint(blueprint, "/offers/{offer_id}/archive", methods=("POST",))
+def archive_offer(call: Call, offer_id: str):
+    from chalicelib.services import offers
+
+    return offers.archive_offer(call.merchant_id, offer_id)
+
+
+@endpoint(blueprint, "/offers/{offer_id}/versions", methods=("POST",), status=201)
+def add_version(call: Call, offer_id: str):
+    from chalicelib.domain.catalog import OfferVersion
+    from chalicelib.services import offers
+
+    return offers.add_version(call.merchant_id, offer_id, call.body(OfferVersion))
