@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAGE ?= dev
 
-.PHONY: install system-deps run test test-unit test-integration test-e2e bench package deploy clean
+.PHONY: install system-deps run simulate test test-unit test-integration test-e2e bench package deploy clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,13 @@ system-deps:
 
 run: install
 	$(PY) -m infra.local.stage
+
+# Lab machines publishing counters to the running stage's MQTT broker:
+# `make simulate MERCHANT=mer_... DEVICES=3` (attach them first: POST /devices).
+DEVICES ?= 3
+simulate: install
+	@test -n "$(MERCHANT)" || { echo "usage: make simulate MERCHANT=mer_... [DEVICES=3]" >&2; exit 2; }
+	$(PY) -m infra.local.simulator --devices $(DEVICES) --merchant $(MERCHANT)
 
 test: install system-deps
 	$(PY) -m pytest

@@ -2,6 +2,11 @@
 from chalice import Chalice
 
 from chalicelib.api import health, merchants, middleware, offers
+from chalicelib.api import payment_page, stripe_webhook
+from chalicelib.api import customers, subscriptions
+from chalicelib.api import devices, usage
+from chalicelib.api import invoices
+from chalicelib import jobs
 from chalicelib.config import settings
 
 app = Chalice(app_name="billing")
@@ -9,7 +14,37 @@ middleware.register(app)
 
 app.register_blueprint(health.blueprint)
 app.register_blueprint(merchants.blueprint)
+app.register_blueprint(payment_page.blueprint)
+app.register_blueprint(stripe_webhook.blueprint)
 app.register_blueprint(offers.blueprint)
+app.register_blueprint(customers.blueprint)
+app.register_blueprint(subscriptions.blueprint)
+app.register_blueprint(devices.blueprint)
+app.register_blueprint(usage.blueprint)
+app.register_blueprint(invoices.blueprint)
+# Invoice PDFs (GET /invoices/{id}/pdf) leave API Gateway as binary.
+app.api.binary_types.append("application/pdf")
+
+
+@app.on_sqs_message(queue="UsageQueue", batch_size=100, maximum_batching_window_in_seconds=5)
+def ingest_usage(event):
+    return jobs.ingest_usage(event.to_dict(), event.context)
+
+
+@app.schedule(jobs.scheduled_job("billing_scheduler").rate())
+def billing_scheduler(event):
+    return jobs.run_scheduled("billing_scheduler")
+
+
+@app.schedule(jobs.scheduled_job("dunning_scheduler").rate())
+def dunning_scheduler(event):
+    return jobs.run_scheduled("dunning_scheduler")
+
+
+@app.on_sqs_message(queue="BillingQueue", batch_size=1, maximum_concurrency=settings().billing_worker_concurrency)
+def billing_worker(event):
+    return jobs.billing_worker(event.to_dict(), event.context)
+
 
 if settings().is_local:
     # The local stage's clock and outbox: never registered on a deployed stage.

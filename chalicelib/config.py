@@ -20,6 +20,7 @@ class Settings:
     idempotency_table_name: str
     public_base_url: str
     usage_queue_url: str
+    usage_dead_letter_queue_url: str
     billing_queue_url: str
     notifications_queue_url: str
     event_bus_name: str
@@ -28,6 +29,7 @@ class Settings:
     local_clock_file: str | None
     payment_link_days: int
     billing_shards: int
+    billing_worker_concurrency: int
     max_body_bytes: int
 
     @property
@@ -45,6 +47,9 @@ def settings() -> Settings:
         idempotency_table_name=env.get("IDEMPOTENCY_TABLE_NAME", "billing-idempotency"),
         public_base_url=env.get("PUBLIC_BASE_URL", "http://127.0.0.1:8000").rstrip("/"),
         usage_queue_url=env.get("USAGE_QUEUE_URL", ""),
+        # Where ingestion parks what it will never ingest, with the reason
+        # (unset: found from the usage queue's redrive policy).
+        usage_dead_letter_queue_url=env.get("USAGE_DEAD_LETTER_QUEUE_URL", ""),
         billing_queue_url=env.get("BILLING_QUEUE_URL", ""),
         notifications_queue_url=env.get("NOTIFICATIONS_QUEUE_URL", ""),
         event_bus_name=env.get("EVENT_BUS_NAME", "billing"),
@@ -53,6 +58,11 @@ def settings() -> Settings:
         local_clock_file=env.get("LOCAL_CLOCK_FILE") or None,
         payment_link_days=int(env.get("PAYMENT_LINK_DAYS", "7")),
         billing_shards=int(env.get("BILLING_SHARDS", "16")),
+        # Stripe allows 25 writes/s per endpoint in live mode and every
+        # billing worker makes about one write per second (a charge takes
+        # ~1 s): this many workers saturate it without being throttled
+        # (docs/performance.md, "Billing").
+        billing_worker_concurrency=int(env.get("BILLING_WORKER_CONCURRENCY", "25")),
         max_body_bytes=int(env.get("MAX_BODY_BYTES", str(256 * 1024))),
     )
 
@@ -61,6 +71,9 @@ _SECRET_NAMES = {
     "admin_api_key": "ADMIN_API_KEY",
     "stripe_secret_key": "STRIPE_SECRET_KEY",
     "stripe_webhook_secret": "STRIPE_WEBHOOK_SECRET",
+    # Not a secret (the payment page shows it), but it goes with the secret
+    # key of the same Stripe account, so it is kept beside it.
+    "stripe_publishable_key": "STRIPE_PUBLISHABLE_KEY",
     "token_signing_key": "TOKEN_SIGNING_KEY",
 }
 

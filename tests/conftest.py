@@ -14,6 +14,7 @@ os.environ.update(
     TOKEN_SIGNING_KEY="test-token-signing-key",
     STRIPE_SECRET_KEY="sk_test_local",
     STRIPE_WEBHOOK_SECRET="whsec_test_local",
+    STRIPE_PUBLISHABLE_KEY="pk_test_local",
     POWERTOOLS_SERVICE_NAME="billing",
     POWERTOOLS_METRICS_NAMESPACE="Billing",
     POWERTOOLS_LOG_LEVEL="WARNING",

@@ -7,6 +7,7 @@ failures (ReportBatchItemFailures) as Lambda does.
 """
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import time
@@ -22,10 +23,23 @@ def main() -> int:
 
     consumers = queue_consumers(app)
     print(f"driver: consuming {sorted(consumers)}", flush=True)
-    while not stopping:
-        handled = sum(drain_once(queue_url, handler, wait_seconds=1) for queue_url, handler in consumers.items())
-        if not handled and not consumers:
-            time.sleep(0.5)
+    # IoT Core's stand-in: devices publish here, the bridge feeds UsageQueue.
+    from infra.local.mqtt import start_mqtt
+
+    broker, bridge = start_mqtt(
+        int(os.environ.get("MQTT_PORT", "1883")),
+        os.environ["USAGE_QUEUE_URL"],
+        os.environ.get("USAGE_DEAD_LETTER_QUEUE_URL"),
+    )
+    print(f"driver: MQTT broker on 127.0.0.1:{broker.port}, topic billing/+/+/counters -> UsageQueue", flush=True)
+    try:
+        while not stopping:
+            handled = sum(drain_once(queue_url, handler, wait_seconds=1) for queue_url, handler in consumers.items())
+            if not handled and not consumers:
+                time.sleep(0.5)
+    finally:
+        bridge.stop()
+        broker.stop()
     return 0
 
 

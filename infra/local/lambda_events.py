@@ -29,7 +29,9 @@ def queue_consumers(app) -> dict[str, Callable]:
         if queue is None or getattr(source, "queue_arn", None):
             continue
         url = sqs.get_queue_url(QueueName=queue)["QueueUrl"]
-        consumers[url] = getattr(app, source.handler_string.split(".")[-1])
+        # The Lambda entry point Chalice built for the handler (middleware
+        # included); the decorated function is not an attribute of the app.
+        consumers[url] = app.handler_map[source.name]
     return consumers
 
 

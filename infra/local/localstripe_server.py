@@ -4,11 +4,28 @@ localstripe pickles its whole store to one fixed file in /tmp on every write:
 slow once it holds thousands of objects, and shared by every instance on the
 machine. The local stage starts from scratch every time anyway, so the store
 stays in memory, and the server listens on 127.0.0.1 only.
+
+One filter of Stripe's API that localstripe lacks is added:
+`GET /v1/payment_intents?customer=` (Stripe's way to list a customer's
+PaymentIntents; localstripe refuses any filter on that list). The billing
+code uses it to find an invoice's charge after a crash, and listing every
+PaymentIntent of the account instead would not scale on Stripe.
 """
 import argparse
 
 from aiohttp import web
 from localstripe import resources, server
+
+
+def _list_payment_intents(cls, url, customer=None, limit=None, starting_after=None, **kwargs):
+    listing = resources.StripeObject._api_list_all.__func__(
+        cls, url, limit=limit, starting_after=starting_after, **kwargs
+    )
+    if customer is not None:
+        listing._list = [intent for intent in listing._list if intent.customer == customer]
+    # Stripe lists newest first.
+    listing._list.reverse()
+    return listing
 
 
 def main() -> None:
@@ -17,6 +34,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8420)
     args = parser.parse_args()
     resources.Store.dump_to_disk = lambda self: None
+    resources.PaymentIntent._api_list_all = classmethod(_list_payment_intents)
     web.run_app(server.app, host=args.host, port=args.port, access_log=None, print=None)
 
 

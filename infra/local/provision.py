@@ -18,6 +18,7 @@ TEMPLATE = Path(__file__).resolve().parents[1] / "aws" / "resources.yaml"
 TABLE_SETTINGS = {"BillingTable": "TABLE_NAME", "IdempotencyTable": "IDEMPOTENCY_TABLE_NAME"}
 QUEUE_SETTINGS = {
     "UsageQueue": "USAGE_QUEUE_URL",
+    "UsageDeadLetterQueue": "USAGE_DEAD_LETTER_QUEUE_URL",
     "BillingQueue": "BILLING_QUEUE_URL",
     "NotificationsQueue": "NOTIFICATIONS_QUEUE_URL",
 }

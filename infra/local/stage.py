@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ADMIN_API_KEY = "local-admin-key"
 STRIPE_SECRET_KEY = "sk_test_local"
 STRIPE_WEBHOOK_SECRET = "whsec_local"
+STRIPE_PUBLISHABLE_KEY = "pk_test_local"
 TOKEN_SIGNING_KEY = "local-token-signing-key"
 
 
@@ -41,6 +42,7 @@ def stage_environment(ports: dict[str, int], state_dir: Path) -> dict[str, str]:
         "ADMIN_API_KEY": ADMIN_API_KEY,
         "STRIPE_SECRET_KEY": STRIPE_SECRET_KEY,
         "STRIPE_WEBHOOK_SECRET": STRIPE_WEBHOOK_SECRET,
+        "STRIPE_PUBLISHABLE_KEY": STRIPE_PUBLISHABLE_KEY,
         "TOKEN_SIGNING_KEY": TOKEN_SIGNING_KEY,
         "STRIPE_API_BASE": f"http://127.0.0.1:{ports['stripe']}",
         "PUBLIC_BASE_URL": f"http://127.0.0.1:{ports['api']}",

@@ -114,3 +114,56 @@ def new_merchant(operator):
 @pytest.fixture
 def merchant(new_merchant) -> Api:
     return new_merchant()
+
+
+@pytest.fixture(scope="session")
+def localstripe():
+    """localstripe (Stripe's stand-in) on a free port for the whole session,
+    with the settings pointing the Stripe client at it. Its state is shared
+    by the session's tests: each test makes its own customers."""
+    import socket
+    import subprocess
+    import sys
+    import tempfile
+    import time
+    import urllib.error
+    import urllib.request
+    from pathlib import Path
+
+    from chalicelib import config
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tempfile.TemporaryFile()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "infra.local.localstripe_server", "--port", str(port)],
+        cwd=Path(__file__).resolve().parents[2], stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/v1/customers", timeout=1).close()
+            break
+        except urllib.error.HTTPError:
+            break  # it answers (401 without a key)
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                log.seek(0)
+                raise RuntimeError("localstripe did not start:\n" + log.read().decode(errors="replace"))
+            time.sleep(0.1)
+    saved = os.environ.get("STRIPE_API_BASE")
+    os.environ["STRIPE_API_BASE"] = url
+    config.settings.cache_clear()
+    try:
+        yield url
+    finally:
+        if saved is None:
+            os.environ.pop("STRIPE_API_BASE", None)
+        else:
+            os.environ["STRIPE_API_BASE"] = saved
+        config.settings.cache_clear()
+        process.terminate()
+        process.wait(timeout=10)
+        log.close()

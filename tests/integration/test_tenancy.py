@@ -29,6 +29,24 @@ def _offer(api: Api) -> list[str]:
     return [f"/offers/{response.json['id']}"]
 
 
+@resource("customer")
+def _customer(api: Api) -> list[str]:
+    response = api.post("/customers", {"name": "Optique Durand", "email": "compta@durand.fr", "country": "FR"})
+    assert response.status == 201, response
+    return [f"/customers/{response.json['id']}"]
+
+
+@resource("subscription")
+def _subscription(api: Api) -> list[str]:
+    customer = api.post("/customers", {"name": "Optique Durand", "email": "compta@durand.fr", "country": "FR"})
+    offer = api.post("/offers", API_EXAMPLE)
+    response = api.post("/subscriptions", {"customer_id": customer.json["id"], "offer_id": offer.json["id"]})
+    assert response.status == 201, response
+    path = f"/subscriptions/{response.json['id']}"
+    return [path, f"{path}/history", f"{path}/upcoming-invoice",
+            f"/subscriptions?customer_id={customer.json['id']}"]
+
+
 @pytest.mark.parametrize("name, create", RESOURCES, ids=[name for name, _ in RESOURCES])
 def test_another_merchant_gets_404(new_merchant, name, create):
     owner, other = new_merchant(), new_merchant()

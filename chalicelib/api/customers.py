@@ -1,0 +1,81 @@
+"""/customers: create, read (the whole relationship), find, edit."""
+from __future__ import annotations
+
+from typing import Annotated
+
+from chalice import Blueprint
+from pydantic import AfterValidator, BaseModel, StringConstraints
+
+from chalicelib.api.fields import STRICT, Email, Locale, Metadata, Name
+from chalicelib.api.http import Call, endpoint, listing
+from chalicelib.domain.errors import InvalidRequest
+from chalicelib.services import customers
+
+blueprint = Blueprint(__name__)
+
+
+def _country(value: str) -> str:
+    import iso3166
+
+    if value not in iso3166.countries_by_alpha2:
+        raise ValueError("not an ISO 3166-1 alpha-2 country code (e.g. FR)")
+    return value
+
+
+Country = Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$"), AfterValidator(_country)]
+ExternalId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+
+class CustomerFields(BaseModel):
+    model_config = STRICT
+
+    name: Name | None = None
+    email: Email | None = None
+    country: Country | None = None
+    external_id: ExternalId | None = None
+    locale: Locale | None = None
+    tax_exempt: bool | None = None
+    metadata: Metadata | None = None
+
+    def changes(self) -> dict:
+        """What the request sets; an explicit null clears external_id or
+        locale and is refused for the other fields."""
+        changes = self.model_dump(exclude_unset=True)
+        for name, value in changes.items():
+            if value is None and name not in ("external_id", "locale"):
+                raise InvalidRequest(f"{name}: cannot be null", param=name)
+        return changes
+
+
+class NewCustomer(CustomerFields):
+    name: Name
+    email: Email
+    country: Country
+
+
+@endpoint(blueprint, "/customers", methods=("POST",), status=201)
+def create_customer(call: Call):
+    fields = call.body(NewCustomer).model_dump(exclude_none=True)
+    return customers.create_customer(call.merchant_id, fields)
+
+
+@endpoint(blueprint, "/customers")
+def list_customers(call: Call):
+    items, next_cursor = customers.list_customers(
+        call.merchant_id,
+        email=call.query("email"),
+        external_id=call.query("external_id"),
+        limit=call.limit(),
+        cursor=call.query("cursor"),
+    )
+    return listing(items, next_cursor)
+
+
+@endpoint(blueprint, "/customers/{customer_id}")
+def get_customer(call: Call, customer_id: str):
+    return customers.get_customer(call.merchant_id, customer_id)
+
+
+@endpoint(blueprint, "/customers/{customer_id}", methods=("PATCH",))
+def update_customer(call: Call, customer_id: str):
+    return customers.update_customer(call.merchant_id, customer_id, call.body(CustomerFields).changes())

@@ -1,0 +1,164 @@
+"""/subscriptions: subscribe, read, list, change, cancel, reactivate, pause,
+resume, history, upcoming invoice; and the operator's forced cancellation
+(`/admin/merchants/{merchant_id}/subscriptions/{subscription_id}/cancel`)."""
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from chalice import Blueprint
+from pydantic import BaseModel, Field, StringConstraints
+
+from chalicelib.api.fields import STRICT, Code, ShortText
+from chalicelib.api.http import Call, bearer_key, endpoint, listing
+from chalicelib.domain.catalog import Instant
+from chalicelib.services import subscriptions
+
+blueprint = Blueprint(__name__)
+
+ObjectId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+Options = Annotated[list[Code], Field(max_length=20)]
+PriceOverrides = Annotated[dict[Code, dict[str, Any]], Field(max_length=50)]
+
+# A merchant's key is shown by its first characters (`GET /merchant` lists
+# keys by this prefix): the history names the key that made a change.
+KEY_PREFIX_LENGTH = 11
+
+
+def merchant_actor(call: Call) -> str:
+    return f"merchant:{(bearer_key(call.request) or '')[:KEY_PREFIX_LENGTH]}"
+
+
+class PhaseBody(BaseModel):
+    model_config = STRICT
+
+    after_periods: Annotated[int, Field(ge=1, le=1200)]
+    offer_id: ObjectId
+    options: Options | None = None
+    price_overrides: PriceOverrides | None = None
+
+
+class NewSubscription(BaseModel):
+    model_config = STRICT
+
+    customer_id: ObjectId
+    offer_id: ObjectId
+    options: Options = []
+    price_overrides: PriceOverrides | None = None
+    start_at: Instant | None = None
+    trial_days: Annotated[int, Field(ge=0, le=730)] | None = None
+    phases: Annotated[list[PhaseBody], Field(max_length=20)] = []
+
+
+class SubscriptionChange(BaseModel):
+    model_config = STRICT
+
+    offer_id: ObjectId | None = None
+    options: Options | None = None
+    price_overrides: PriceOverrides | None = None
+    effective: Literal["immediately", "period_end"]
+
+    def changes(self) -> dict:
+        changes = self.model_dump(exclude_unset=True)
+        if changes.get("offer_id", "") is None:
+            changes.pop("offer_id")
+        if changes.get("options", []) is None:
+            changes["options"] = []
+        return changes
+
+
+class Cancellation(BaseModel):
+    model_config = STRICT
+
+    at_period_end: bool = True
+    reason: ShortText | None = None
+
+
+class OperatorCancellation(Cancellation):
+    force: bool = False
+
+
+class Empty(BaseModel):
+    model_config = STRICT
+
+
+@endpoint(blueprint, "/subscriptions", methods=("POST",), status=201)
+def create_subscription(call: Call):
+    body = call.body(NewSubscription)
+    fields = body.model_dump()
+    fields["phases"] = [phase.model_dump(exclude_none=True) for phase in body.phases]
+    return subscriptions.create_subscription(call.merchant_id, fields, merchant_actor(call))
+
+
+@endpoint(blueprint, "/subscriptions")
+def list_subscriptions(call: Call):
+    items, next_cursor = subscriptions.list_subscriptions(
+        call.merchant_id,
+        customer_id=call.query("customer_id"),
+        status=call.query("status"),
+        limit=call.limit(),
+        cursor=call.query("cursor"),
+    )
+    return listing(items, next_cursor)
+
+
+@endpoint(blueprint, "/subscriptions/{subscription_id}")
+def get_subscription(call: Call, subscription_id: str):
+    return subscriptions.get_subscription(call.merchant_id, subscription_id)
+
+
+@endpoint(blueprint, "/subscriptions/{subscription_id}/change", methods=("POST",))
+def change_subscription(call: Call, subscription_id: str):
+    changes = call.body(SubscriptionChange).changes()
+    return subscriptions.change_subscription(call.merchant_id, subscription_id, changes, merchant_actor(call))
+
+
+@endpoint(blueprint, "/subscriptions/{subscription_id}/cancel", methods=("POST",))
+def cancel_subscription(call: Call, subscription_id: str):
+    body = call.body(Cancellation)
+    return subscriptions.cancel_subscription(
+        call.merchant_id, subscription_id, at_period_end=body.at_period_end, reason=body.reason,
+        actor=merchant_actor(call),
+    )
+
+
+@endpoint(blueprint, "/subscriptions/{subscription_id}/reactivate", methods=("POST",))
+def reactivate_subscription(call: Call, subscription_id: str):
+    call.body(Empty)
+    return subscriptions.reactivate_subscription(call.merchant_id, subscription_id, merchant_actor(call))
+
+
+@endpoint(blueprint, "/subscriptions/{subscription_id}/pause", methods=("POST",))
+def pause_subscription(call: Call, subscription_id: str):
+    call.body(Empty)
+    return subscriptions.pause_subscription(call.merchant_id, subscription_id, merchant_actor(call))
+
+
+@endpoint(blueprint, "/subscriptions/{subscription_id}/resume", methods=("POST",))
+def resume_subscription(call: Call, subscription_id: str):
+    call.body(Empty)
+    return subscriptions.resume_subscription(call.merchant_id, subscription_id, merchant_actor(call))
+
+
+@endpoint(blueprint, "/subscriptions/{subscription_id}/history")
+def subscription_history(call: Call, subscription_id: str):
+    items, next_cursor = subscriptions.subscription_history(
+        call.merchant_id, subscription_id, limit=call.limit(), cursor=call.query("cursor")
+    )
+    return listing(items, next_cursor)
+
+
+@endpoint(blueprint, "/subscriptions/{subscription_id}/upcoming-invoice")
+def upcoming_invoice(call: Call, subscription_id: str):
+    return subscriptions.upcoming_invoice(call.merchant_id, subscription_id)
+
+
+@endpoint(
+    blueprint, "/admin/merchants/{merchant_id}/subscriptions/{subscription_id}/cancel", methods=("POST",),
+    auth="operator",
+)
+def operator_cancel_subscription(call: Call, merchant_id: str, subscription_id: str):
+    body = call.body(OperatorCancellation)
+    return subscriptions.cancel_subscription(
+        merchant_id, subscription_id, at_period_end=body.at_period_end, reason=body.reason, force=body.force,
+        actor="operator",
+    )

@@ -1,0 +1,290 @@
+"""Bodies of the scheduled and queue handlers (app.py wires them, one line each).
+
+The scheduled jobs are listed once, in `SCHEDULED_JOBS`: app.py registers
+each with EventBridge at its rate, and the local stage's clock
+(`POST /_local/clock`) runs the ones that fell due while it moved, so the
+two can never disagree about what runs how often.
+
+The billing run fans out: `billing_scheduler` only finds what is due (the
+`due` index, shard by shard) and enqueues one message per subscription and
+boundary; `billing_worker` bills one subscription per message. Dunning is
+the same shape: `dunning_scheduler` finds the invoices whose next payment
+attempt is due and enqueues them on the same queue, so every charge goes
+through the workers whose concurrency is capped for Stripe's rate limit.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Callable
+
+from chalicelib.clock import clock, isoformat
+from chalicelib.observability import logger
+
+
+@dataclass(frozen=True)
+class ScheduledJob:
+    """A job EventBridge runs every `minutes`; `run(now, inline)` returns
+    what it did. `inline`: do the work in this process instead of enqueueing
+    it (the local clock, which must return once the work is done)."""
+
+    name: str
+    minutes: int
+    run: Callable[[datetime, bool], dict]
+
+    def rate(self):
+        from chalice import Rate
+
+        if self.minutes % 60 == 0:
+            return Rate(self.minutes // 60, unit=Rate.HOURS)
+        return Rate(self.minutes, unit=Rate.MINUTES)
+
+
+# -- billing ------------------------------------------------------------------
+
+
+def billing_scheduler(now: datetime | None = None, inline: bool = False) -> dict:
+    """Enqueue every subscription whose next boundary is due by `now`."""
+    from chalicelib.services import billing
+
+    now = now or clock().now()
+    messages = billing.due_billing_messages(now)
+    return _dispatch("billing_scheduler", messages, inline)
+
+
+def dunning_scheduler(now: datetime | None = None, inline: bool = False) -> dict:
+    """Enqueue every open invoice whose next payment attempt is due by `now`
+    (a retry after a failure, or a charge whose worker died mid-way)."""
+    from chalicelib.services import billing
+
+    now = now or clock().now()
+    messages = billing.due_collection_messages(now)
+    return _dispatch("dunning_scheduler", messages, inline)
+
+
+def _dispatch(job: str, messages: list[dict], inline: bool) -> dict:
+    if inline:
+        results = [handle_billing_message(message) for message in messages]
+        return {"due": len(messages), "processed": results}
+    sent = send_billing_messages(messages)
+    logger.info("billing messages enqueued", extra={"job": job, "count": sent})
+    return {"due": len(messages), "enqueued": sent}
+
+
+def send_billing_messages(messages: list[dict]) -> int:
+    """Send `messages` to the billing queue, ten per request.
+
+    Each body is canonical JSON of what it asks (e.g. subscription and
+    boundary), so a message's content is its identity: the same boundary
+    enqueued twice (overlapping runs) is the same message, and the worker
+    treats a second delivery as done."""
+    from chalicelib.config import settings
+
+    if not messages:
+        return 0
+    client = _sqs()
+    url = settings().billing_queue_url
+    sent = 0
+    for start in range(0, len(messages), 10):
+        chunk = messages[start : start + 10]
+        entries = [{"Id": str(i), "MessageBody": message_body(m)} for i, m in enumerate(chunk)]
+        for attempt in range(5):
+            answer = client.send_message_batch(QueueUrl=url, Entries=entries)
+            failed = {f["Id"] for f in answer.get("Failed", [])}
+            sent += len(entries) - len(failed)
+            entries = [e for e in entries if e["Id"] in failed]
+            if not entries:
+                break
+        if entries:
+            # Still due: the next run finds them again.
+            logger.warning("billing messages not enqueued", extra={"count": len(entries)})
+    return sent
+
+
+def message_body(message: dict) -> str:
+    return json.dumps(message, sort_keys=True, separators=(",", ":"))
+
+
+_sqs_client = None
+
+
+def _sqs():
+    global _sqs_client
+    if _sqs_client is None:
+        import boto3
+
+        from chalicelib.store.base import region
+
+        _sqs_client = boto3.client("sqs", region_name=region())
+    return _sqs_client
+
+
+def reset_clients() -> None:
+    """Forget cached AWS clients (tests switch between moto instances)."""
+    global _sqs_client
+    _sqs_client = None
+
+
+def handle_billing_message(message: dict) -> dict:
+    """One message of the billing queue: bill a subscription's due
+    boundaries, or collect an invoice's due payment."""
+    from chalicelib.services import billing
+
+    kind = message.get("type")
+    if kind == "bill_subscription":
+        return billing.bill_subscription(message["merchant_id"], message["subscription_id"])
+    if kind == "collect_invoice":
+        return billing.collect_due_invoice(message["merchant_id"], message["invoice_id"])
+    raise ValueError(f"unknown billing message type {kind!r}")
+
+
+def billing_worker(event: dict, context: Any = None) -> dict:
+    """The billing queue's consumer: each record alone, failures reported
+    per record (ReportBatchItemFailures), so one bad subscription never
+    sends its neighbours back to the queue."""
+    from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+
+    def record_handler(record) -> dict:
+        return handle_billing_message(json.loads(record.body))
+
+    processor = BatchProcessor(event_type=EventType.SQS)
+    return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
+
+
+# -- usage ingestion -----------------------------------------------------------
+
+
+def ingest_usage(event: dict, context: Any = None) -> dict:
+    """The usage queue's consumer: device counters from the IoT rule (or the
+    local MQTT bridge), a batch at a time.
+
+    The batch is ingested as a whole (services/ingest.py: one read of all
+    its devices, one conditional write per device); then Powertools' batch
+    processor reports, per record, what must come back: the messages of a
+    device whose write failed. A message that will never be ingested (it
+    does not parse, its device is not attached) is parked in the usage
+    dead-letter queue with its reason and reported done; if parking it
+    fails, it comes back like any failure. Nothing is silently dropped."""
+    from aws_lambda_powertools.metrics import MetricUnit
+    from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+
+    from chalicelib.observability import metrics
+    from chalicelib.services import ingest
+
+    records = event.get("Records", [])
+    report = ingest.ingest([(r["messageId"], r["body"]) for r in records], clock().now())
+    failed = set(report.failed)
+    failed |= park_dead_letters(records, report.dead_letters)
+    for outcome, count in sorted(report.outcomes.items()):
+        metrics.add_metric(name=f"Readings_{outcome}", unit=MetricUnit.Count, value=count)
+    if report.dead_letters:
+        metrics.add_metric(name="Readings_dead_lettered", unit=MetricUnit.Count, value=len(report.dead_letters))
+
+    def record_handler(record) -> None:
+        if record.message_id in failed:
+            raise RuntimeError("not ingested this time; SQS delivers it again")
+
+    processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+    return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
+
+
+def park_dead_letters(records: list[dict], dead_letters: list[tuple[str, str, str]]) -> set[str]:
+    """Send each dead letter to the usage dead-letter queue, wrapped with its
+    reason (`{"reason", "reason_code", "original", "message_id",
+    "parked_at"}`, and `reason_code` as a message attribute for filtering).
+    Returns the ids of those that could not be parked."""
+    if not dead_letters:
+        return set()
+    by_id = {r["messageId"]: r for r in records}
+    parked_at = isoformat(clock().now())
+    unparked: set[str] = set()
+    entries = []
+    for message_id, code, reason in dead_letters:
+        record = by_id[message_id]
+        body = json.dumps(
+            {"reason": reason, "reason_code": code, "original": record["body"], "message_id": message_id,
+             "parked_at": parked_at},
+            separators=(",", ":"),
+        )
+        entries.append(
+            {
+                "Id": str(len(entries)),
+                "MessageBody": body,
+                "MessageAttributes": {"reason_code": {"DataType": "String", "StringValue": code}},
+                "_message_id": message_id,
+                "_source": record.get("eventSourceARN", ""),
+            }
+        )
+    logger.warning(
+        "usage messages parked in the dead-letter queue",
+        extra={"count": len(entries), "reasons": sorted({code for _, code, _ in dead_letters})},
+    )
+    client = _sqs()
+    for start in range(0, len(entries), 10):
+        chunk = entries[start : start + 10]
+        try:
+            url = usage_dead_letter_queue_url(chunk[0]["_source"])
+            answer = client.send_message_batch(
+                QueueUrl=url, Entries=[{k: v for k, v in e.items() if not k.startswith("_")} for e in chunk]
+            )
+            failed_ids = {f["Id"] for f in answer.get("Failed", [])}
+        except Exception:
+            logger.exception("parking usage messages failed; they come back")
+            failed_ids = {e["Id"] for e in chunk}
+        unparked |= {e["_message_id"] for e in chunk if e["Id"] in failed_ids}
+    return unparked
+
+
+_dead_letter_urls: dict[str, str] = {}
+
+
+def usage_dead_letter_queue_url(source_arn: str = "") -> str:
+    """The usage dead-letter queue: from the settings, else the target of the
+    source queue's redrive policy (looked up once per container)."""
+    from chalicelib.config import settings
+
+    configured = settings().usage_dead_letter_queue_url
+    if configured:
+        return configured
+    if source_arn not in _dead_letter_urls:
+        client = _sqs()
+        queue = client.get_queue_url(QueueName=source_arn.rsplit(":", 1)[-1])["QueueUrl"]
+        policy = client.get_queue_attributes(QueueUrl=queue, AttributeNames=["RedrivePolicy"])["Attributes"]
+        target = json.loads(policy["RedrivePolicy"])["deadLetterTargetArn"]
+        _dead_letter_urls[source_arn] = client.get_queue_url(QueueName=target.rsplit(":", 1)[-1])["QueueUrl"]
+    return _dead_letter_urls[source_arn]
+
+
+# -- the registry -----------------------------------------------------------------
+
+SCHEDULED_JOBS: tuple[ScheduledJob, ...] = (
+    ScheduledJob("billing_scheduler", 15, billing_scheduler),
+    ScheduledJob("dunning_scheduler", 60, dunning_scheduler),
+)
+
+
+def scheduled_job(name: str) -> ScheduledJob:
+    for job in SCHEDULED_JOBS:
+        if job.name == name:
+            return job
+    raise KeyError(name)
+
+
+def run_scheduled(name: str) -> dict:
+    """What app.py's scheduled handler runs."""
+    return scheduled_job(name).run(clock().now(), False)
+
+
+def run_jobs_fallen_due(before: datetime, now: datetime) -> list[dict]:
+    """The local clock moved from `before` to `now`: run, in this process,
+    every scheduled job one of whose ticks (multiples of its rate since the
+    epoch, as EventBridge's rate rules fire) fell in (before, now], once
+    each (the jobs catch up on everything due by `now`), and say what each
+    did."""
+    ran = []
+    for job in SCHEDULED_JOBS:
+        period = job.minutes * 60
+        if int(now.timestamp() // period) > int(before.timestamp() // period):
+            ran.append({"name": job.name, "at": isoformat(now), "result": job.run(now, True)})
+    return ran

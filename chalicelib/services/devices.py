@@ -1,0 +1,90 @@
+"""Devices: attaching a machine to a subscription, and what it last reported."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from chalicelib.clock import clock
+from chalicelib.domain.errors import Conflict, NotFound
+from chalicelib.domain.periods import Interval
+from chalicelib.domain.usage import UsageCalendar
+from chalicelib.store import devices as store
+
+
+def subscription_calendar(merchant_id: str, subscription_id: str, *, param: str = "subscription_id") -> tuple:
+    """(the subscription record, what a device copies from it), or 404 naming `param`."""
+    from chalicelib.store import subscriptions as subscriptions_store
+
+    try:
+        record = subscriptions_store.get_subscription(merchant_id, subscription_id, consistent=True)
+    except NotFound as error:
+        raise NotFound(error.message, param=param) from None
+    return record, attachment_of(record)
+
+
+def attachment_of(record) -> store.AttachedSubscription:
+    """What a device copies from a subscription record."""
+    return store.AttachedSubscription(
+        subscription_id=record.subscription_id,
+        customer_id=record.customer_id,
+        calendar=UsageCalendar(
+            start=_instant(record.start_at),
+            anchor=_instant(record.anchor),
+            interval=Interval(record.billing_interval, int(record.interval_count)),
+            timezone=record.timezone or "UTC",
+        ),
+    )
+
+
+def attach_device(merchant_id: str, device_id: str, subscription_id: str) -> tuple[dict, bool]:
+    """Attach (or move) a device to a subscription; (the device, whether it is new).
+
+    A canceled subscription takes no device: its usage would never be billed."""
+    record, attached = subscription_calendar(merchant_id, subscription_id)
+    if record.status == "canceled":
+        raise Conflict(f"subscription {subscription_id} is canceled", code="invalid_state")
+    device, what = store.attach_device(merchant_id, device_id, attached, clock().now())
+    return serialize(device, store.attachments(merchant_id, device_id)), what == "created"
+
+
+def get_device(merchant_id: str, device_id: str) -> dict:
+    from chalicelib.services.ingest import DEVICE_ID
+
+    if not DEVICE_ID.match(device_id or ""):
+        raise NotFound(f"no device {device_id}")
+    device = store.get_device(merchant_id, device_id)
+    return serialize(device, store.attachments(merchant_id, device_id))
+
+
+def serialize(device: store.Device, attachments: list[store.Attachment]) -> dict:
+    counters = device.counters
+    return {
+        "id": device.device_id,
+        "object": "device",
+        "device_id": device.device_id,
+        "subscription_id": device.subscription_id,
+        "customer_id": device.subscription.customer_id,
+        "attached_at": device.attached_at,
+        "created_at": device.created_at,
+        # The last accepted reading of each counter (API.md).
+        "counters": {
+            meter: {"value": format(state.value, "f"), "seq": state.seq, "ts": _iso(state.ts)}
+            for meter, state in sorted(counters.counters.items())
+        },
+        "last_reading": None
+        if counters.last_seq is None
+        else {"seq": counters.last_seq, "ts": _iso(counters.last_ts)},
+        "late_readings": counters.out_of_order,
+        "counter_resets": counters.resets,
+        "attachments": [
+            {"at": a.at, "subscription_id": a.subscription_id, "previous_subscription_id": a.previous_subscription_id}
+            for a in attachments
+        ],
+    }
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _instant(text: str) -> datetime:
+    return datetime.fromisoformat(text).astimezone(timezone.utc)

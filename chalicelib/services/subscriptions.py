@@ -1,0 +1,768 @@
+"""Subscriptions: subscribe, change, cancel, reactivate, pause, resume, the
+history of every change, and the upcoming invoice.
+
+Every use case reads the subscription consistently, lets the domain decide
+(`lifecycle.transition` for the state, `proration` and `rating` for money),
+and saves the next version with its history record in one conditional
+transaction (`store.save_subscription`): a concurrent change loses with 409
+`version_conflict` and nothing of it is written. The domain event goes out
+after the write (`notify.publish_event`), and a failed publish does not fail
+the change.
+
+Invoices to issue now (the first period's fees, an immediate change or
+cancellation, a resume into an unpaid period) are computed here with the
+domain and kept on the subscription as `pending_invoice_items`, with
+`next_billing_at` (the due index) set to when they are due: the billing run
+issues them, together with the boundary invoice when that is due too, one
+invoice per billing of a subscription. Until it has, the upcoming invoice
+shows them.
+
+Actors in the history: "merchant:<key prefix>", "operator", "system".
+"""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+
+from chalicelib import notify
+from chalicelib.clock import clock, isoformat
+from chalicelib.domain import catalog, lifecycle, proration
+from chalicelib.domain.errors import Conflict, InvalidRequest, NotFound
+from chalicelib.domain.invoices import totals
+from chalicelib.domain.money import ZERO, format_decimal
+from chalicelib.domain.periods import Interval, Period, period_bounds, period_start
+from chalicelib.domain.rating import InvoiceLine, MeterUsage, rate_fees, rate_period, rate_usage
+from chalicelib.ids import new_id
+from chalicelib.services import offers
+from chalicelib.store import customers as customers_store
+from chalicelib.store import merchants as merchants_store
+from chalicelib.store import subscriptions as store
+from chalicelib.store import usage as usage_store
+
+# How far in the past a subscription may start: a merchant's "today" sent a
+# little late, never a backdated history to invoice.
+MAX_BACKDATE = timedelta(days=1)
+
+EVENT_TYPES = {
+    "created": "subscription.created",
+    "changed": "subscription.updated",
+    "change_scheduled": "subscription.change_scheduled",
+    "cancellation_scheduled": "subscription.cancellation_scheduled",
+    "canceled": "subscription.canceled",
+    "reactivated": "subscription.reactivated",
+    "paused": "subscription.paused",
+    "resumed": "subscription.resumed",
+    "activated": "subscription.activated",
+    "past_due": "subscription.past_due",
+}
+
+# Fields of the public object that are not part of its history.
+_NOT_HISTORY = ("id", "object")
+
+
+# ---------------------------------------------------------------------------
+# Use cases of the API
+
+
+def create_subscription(merchant_id: str, fields: dict, actor: str) -> dict:
+    """Subscribe a customer to an offer.
+
+    `fields`: customer_id, offer_id, options, price_overrides, start_at
+    (default now), trial_days (default the offer's), phases. Refused: an
+    unknown customer or offer (404 naming the field), an archived offer
+    (409 `offer_archived`), options or overrides the offer does not have
+    (400 naming them), phases that are not ascending or whose offers bill
+    another currency or interval (400)."""
+    now = clock().now()
+    customer = _referenced(lambda: customers_store.get_customer(merchant_id, fields["customer_id"]), "customer_id")
+    offer_id = fields["offer_id"]
+    offer = _offer_for_new_terms(merchant_id, offer_id, "offer_id")
+    merchant = merchants_store.get_merchant(merchant_id)
+    tz = merchant.timezone or "UTC"
+
+    start = fields.get("start_at") or now
+    if start < now - MAX_BACKDATE:
+        raise InvalidRequest("start_at: may be at most one day in the past", param="start_at")
+    trial_days = offer.trial_days if fields.get("trial_days") is None else fields["trial_days"]
+    anchor = period_start(start, Interval("day", trial_days), 1, tz) if trial_days else start
+    if trial_days:
+        current = Period(start, anchor)
+        period_index = -1
+    else:
+        current = period_bounds(anchor, offer.interval, 0, tz)
+        period_index = 0
+    commitment_ends_at = (
+        period_start(anchor, Interval("month", offer.commitment_months), 1, tz) if offer.commitment_months else None
+    )
+
+    options = list(fields.get("options") or [])
+    overrides = fields.get("price_overrides") or None
+    version, terms = offers.terms_at(merchant_id, offer_id, current.start)
+    _check_choices(terms, options, overrides)
+    phases = _checked_phases(merchant_id, offer, options, overrides, fields.get("phases") or [])
+
+    subscription_id = new_id("sub")
+    record = store.SubscriptionRecord(
+        *store.SubscriptionRecord.key(merchant_id, subscription_id),
+        merchant_id=merchant_id,
+        subscription_id=subscription_id,
+        customer_id=customer.customer_id,
+        status="trialing",
+        paused=False,
+        cancel_at_period_end=False,
+        offer_id=offer_id,
+        offer_version=version,
+        currency=terms.currency,
+        options=options,
+        price_overrides=overrides,
+        billing_interval=offer.billing_interval,
+        interval_count=offer.interval_count,
+        timezone=tz,
+        start_at=isoformat(start),
+        trial_end=isoformat(anchor) if trial_days else None,
+        anchor=isoformat(anchor),
+        current_period_start=isoformat(current.start),
+        current_period_end=isoformat(current.end),
+        period_index=period_index,
+        commitment_ends_at=isoformat(commitment_ends_at) if commitment_ends_at else None,
+        phases=phases,
+        pending_change=None,
+        pending_invoice_items=[],
+        created_at=isoformat(now),
+        updated_at=isoformat(now),
+    )
+    if trial_days:
+        # Nothing is due before the trial ends: the run bills the first
+        # period's fees at the trial's end.
+        record.due_at = isoformat(anchor)
+    else:
+        # The first invoice holds the first period's fees, in advance.
+        opening = rate_fees(terms, options, overrides, current)
+        _add_pending_item(record, "opening", opening, current, due=start, at=now)
+        record.fees_billed_until = isoformat(current.end)
+        if record.due_at is None:
+            record.due_at = isoformat(current.end)
+        due_now = sum((line.amount for line in opening), ZERO) > 0
+        record.status = "incomplete" if due_now and customer.default_card is None else "active"
+    entry = history_entry(record, None, "created", actor, now)
+    store.create_subscription(record, entry)
+    publish_change(record, entry)
+    return serialize(record)
+
+
+def get_subscription(merchant_id: str, subscription_id: str) -> dict:
+    return serialize(store.get_subscription(merchant_id, subscription_id))
+
+
+def list_subscriptions(
+    merchant_id: str, *, customer_id: str | None = None, status: str | None = None, limit: int = 20,
+    cursor: str | None = None,
+) -> tuple[list[dict], str | None]:
+    """The merchant's subscriptions, or one customer's, optionally of one status."""
+    if status is not None and status not in lifecycle.STATUSES:
+        raise InvalidRequest(f"status: one of {', '.join(lifecycle.STATUSES)}", param="status")
+    if customer_id is not None:
+        # A customer the merchant does not have is 404, not an empty list: a
+        # mistyped id is told, and nothing is told about other merchants'.
+        _referenced(lambda: customers_store.get_customer(merchant_id, customer_id), "customer_id")
+        records, next_cursor = store.customer_subscriptions(
+            merchant_id, customer_id, status=status, limit=limit, cursor=cursor
+        )
+    else:
+        records, next_cursor = store.list_subscriptions(merchant_id, status, limit, cursor)
+    return [serialize(record) for record in records], next_cursor
+
+
+def customer_subscriptions(merchant_id: str, customer_id: str) -> list[dict]:
+    """Every subscription of the customer, newest first (the customer page)."""
+    records, _ = store.customer_subscriptions(merchant_id, customer_id)
+    return [serialize(record) for record in records]
+
+
+def change_subscription(merchant_id: str, subscription_id: str, fields: dict, actor: str) -> dict:
+    """Change the offer, options or price overrides, `effective`
+    "immediately" (an invoice now: usage so far under the old terms, credit
+    of the old fees' unused part, new fees for the rest of the period) or at
+    "period_end" (scheduled; a later change replaces it, and scheduling the
+    current terms removes it).
+
+    Changing the offer drops the phases still to come (the merchant chose
+    the terms by hand); changing only options or overrides keeps them. The
+    new offer must be live and bill the same currency and interval."""
+    now = clock().now()
+    record = store.get_subscription(merchant_id, subscription_id, consistent=True)
+    before = public_fields(record)
+    lifecycle.transition(_state(record), "change", lifecycle.Context(at=now))
+    if not any(name in fields for name in ("offer_id", "options", "price_overrides")):
+        raise InvalidRequest("give offer_id, options or price_overrides to change", param="offer_id")
+
+    current = _plan(record)
+    offer_id = fields.get("offer_id", record.offer_id)
+    if offer_id != record.offer_id:
+        offer = _offer_for_new_terms(merchant_id, offer_id, "offer_id")
+        _check_same_billing(record, offer, "offer_id")
+    options = list(fields["options"]) if "options" in fields else list(record.options or [])
+    overrides = fields["price_overrides"] if "price_overrides" in fields else record.price_overrides
+    new = lifecycle.Plan(offer_id, tuple(options), overrides or None)
+    period = _current_period(record)
+
+    if fields["effective"] == "period_end":
+        _, terms = offers.terms_at(merchant_id, offer_id, period.end)
+        _check_choices(terms, options, overrides)
+        if new == current:
+            if record.pending_change is None:
+                raise InvalidRequest("the subscription already has these terms", param="offer_id")
+            record.pending_change = None
+        else:
+            if offer_id != record.offer_id:
+                record.phases = []
+            record.pending_change = {
+                "offer_id": offer_id,
+                "options": options,
+                "price_overrides": overrides or None,
+                "requested_at": isoformat(now),
+                "effective_at": isoformat(period.end),
+            }
+        return _commit(record, before, "change_scheduled", actor, now)
+
+    new_version, new_terms = offers.terms_at(merchant_id, offer_id, period.start)
+    _check_choices(new_terms, options, overrides)
+    if new == current and record.pending_change is None:
+        raise InvalidRequest("the subscription already has these terms", param="offer_id")
+    if record.status != "trialing" and new != current:
+        old_priced = _priced(merchant_id, current, period.start)
+        new_priced = proration.PricedPlan(new_terms, tuple(options), overrides or None)
+        if now < period.start:
+            # Nothing has started: the first invoice is simply the new terms'.
+            _replace_opening(record, new_priced, period, now)
+        else:
+            usage = _usage(record, period)
+            lines = proration.change_now_lines(
+                old_priced, new_priced, usage, _billed_usage(record, period), period, now,
+                fees_billed=_fees_billed(record, period),
+            )
+            if proration.worth_invoicing(lines):
+                _add_pending_item(record, "change", lines, period, due=now, at=now)
+                _mark_usage_billed(record, period, usage, now)
+    if offer_id != record.offer_id:
+        record.phases = []
+    record.offer_id = offer_id
+    record.offer_version = new_version
+    record.options = options
+    record.price_overrides = overrides or None
+    record.pending_change = None
+    return _commit(record, before, "changed", actor, now)
+
+
+def cancel_subscription(
+    merchant_id: str, subscription_id: str, *, at_period_end: bool = True, reason: str | None = None,
+    force: bool = False, actor: str,
+) -> dict:
+    """Cancel at the period end (default: the subscription stays live until
+    then, its last invoice holds the last period's usage) or now (an invoice
+    now with the usage so far and a credit for the unused fees).
+
+    Before `commitment_ends_at` a cancellation is refused (409
+    `commitment_active`) unless `force` (the platform operator only: the
+    API passes it from /admin routes)."""
+    now = clock().now()
+    record = store.get_subscription(merchant_id, subscription_id, consistent=True)
+    before = public_fields(record)
+    period = _current_period(record)
+    context = lifecycle.Context(
+        at=now, period_end=period.end, commitment_ends_at=_instant_or_none(record.commitment_ends_at), forced=force
+    )
+    action = "cancel_at_period_end" if at_period_end else "cancel_now"
+    state = lifecycle.transition(_state(record), action, context)
+    record.cancellation_reason = "operator" if actor == "operator" else "customer"
+    record.cancellation_comment = reason
+    if at_period_end:
+        _set_state(record, state, now)
+        record.cancel_at = isoformat(period.end)
+        return _commit(record, before, "cancellation_scheduled", actor, now)
+    if record.status == "incomplete" or now < period.start:
+        # Never started (not yet, or its first invoice never paid): its
+        # first invoice is dropped, there is nothing to credit.
+        record.pending_invoice_items = [i for i in record.pending_invoice_items or [] if i["reason"] != "opening"]
+        record.fees_billed_until = None
+    if record.status != "trialing" and now >= period.start:
+        plan = _priced(merchant_id, _plan(record), period.start)
+        usage = _usage(record, period)
+        lines = proration.cancel_now_lines(
+            plan, usage, _billed_usage(record, period), period, now, fees_billed=_fees_billed(record, period)
+        )
+        if proration.worth_invoicing(lines):
+            _add_pending_item(record, "cancel", lines, period, due=now, at=now)
+            _mark_usage_billed(record, period, usage, now)
+    _set_state(record, state, now)
+    return _commit(record, before, "canceled", actor, now)
+
+
+def reactivate_subscription(merchant_id: str, subscription_id: str, actor: str) -> dict:
+    """Undo a scheduled cancellation."""
+    now = clock().now()
+    record = store.get_subscription(merchant_id, subscription_id, consistent=True)
+    before = public_fields(record)
+    state = lifecycle.transition(_state(record), "reactivate", lifecycle.Context(at=now))
+    _set_state(record, state, now)
+    record.cancel_at = None
+    record.cancellation_reason = None
+    record.cancellation_comment = None
+    return _commit(record, before, "reactivated", actor, now)
+
+
+def pause_subscription(merchant_id: str, subscription_id: str, actor: str) -> dict:
+    """No fees from the next boundary on (the current period, paid in
+    advance, is not refunded); usage keeps being recorded and goes on the
+    first invoice after the resume."""
+    now = clock().now()
+    record = store.get_subscription(merchant_id, subscription_id, consistent=True)
+    before = public_fields(record)
+    state = lifecycle.transition(_state(record), "pause", lifecycle.Context(at=now))
+    _set_state(record, state, now)
+    record.paused_at = isoformat(now)
+    return _commit(record, before, "paused", actor, now)
+
+
+def resume_subscription(merchant_id: str, subscription_id: str, actor: str) -> dict:
+    """Fees again from now: a period that opened while paused is billed for
+    its rest (prorated); in the period the pause began nothing is billed."""
+    now = clock().now()
+    record = store.get_subscription(merchant_id, subscription_id, consistent=True)
+    before = public_fields(record)
+    state = lifecycle.transition(_state(record), "resume", lifecycle.Context(at=now))
+    period = _current_period(record)
+    fees_billed = _fees_billed(record, period)
+    lines = proration.resume_lines(
+        _priced(merchant_id, _plan(record), period.start), period, now, fees_billed=fees_billed
+    )
+    if proration.worth_invoicing(lines):
+        _add_pending_item(record, "resume", lines, period, due=now, at=now)
+    if not fees_billed:
+        record.fees_billed_until = isoformat(period.end)
+    _set_state(record, state, now)
+    record.paused_at = None
+    return _commit(record, before, "resumed", actor, now)
+
+
+def subscription_history(
+    merchant_id: str, subscription_id: str, *, limit: int = 20, cursor: str | None = None
+) -> tuple[list[dict], str | None]:
+    """Every change, oldest first: {at, type, actor, before, after}."""
+    store.get_subscription(merchant_id, subscription_id)
+    records, next_cursor = store.history(merchant_id, subscription_id, limit, cursor)
+    return [
+        {
+            "version": int(entry.version),
+            "at": entry.at,
+            "type": entry.type,
+            "actor": entry.actor,
+            "before": entry.before,
+            "after": entry.after,
+        }
+        for entry in records
+    ], next_cursor
+
+
+def upcoming_invoice(merchant_id: str, subscription_id: str) -> dict:
+    """The next invoice the billing run will issue, as it stands now.
+
+    With invoices pending (the first period's fees, an immediate change or
+    cancellation, a resume), that is them, due now. Otherwise it is the
+    boundary invoice at the current period's end: the closed period's usage
+    in arrears (the trial's is not charged; usage already billed inside the
+    period is not billed again; periods closed while paused are added after
+    a resume) and the next period's fees and options in advance, under the
+    terms of that period (a scheduled change, a phase, the offer's version
+    in force at its start), none when a cancellation is scheduled. Tax at the
+    merchant's rate for the customer's country, then the customer's credit.
+
+    409 `no_upcoming_invoice`: canceled with nothing pending, or paused
+    (nothing is billed until it resumes)."""
+    record = store.get_subscription(merchant_id, subscription_id)
+    items = record.pending_invoice_items or []
+    period = _current_period(record)
+    if items:
+        lines = [_line_from_dict(line) for item in items for line in item["lines"]]
+        billing_at = min(_instant(item["due_at"]) for item in items)
+        starts = [_instant(item["period_start"]) for item in items]
+        ends = [_instant(item["period_end"]) for item in items]
+        invoice_period = Period(min(starts), max(ends))
+    elif record.status == "canceled":
+        raise Conflict("the subscription is canceled: no invoice will follow", code="no_upcoming_invoice")
+    elif record.paused:
+        raise Conflict(
+            "the subscription is paused: nothing is billed until it resumes; its usage goes on the first "
+            "invoice after the resume",
+            code="no_upcoming_invoice",
+        )
+    else:
+        lines = _boundary_lines(record, period)
+        billing_at = period.end
+        invoice_period = period
+    customer = customers_store.get_customer(merchant_id, record.customer_id)
+    merchant = merchants_store.get_merchant(merchant_id)
+    rate = merchant.tax_rate_table().get(customer.country)
+    money = totals(
+        lines,
+        record.currency,
+        None if rate is None else Decimal(rate),
+        bool(customer.tax_exempt),
+        customer.credit_balance(record.currency),
+    )
+    return {
+        "object": "invoice",
+        "id": None,
+        "status": "upcoming",
+        "customer_id": record.customer_id,
+        "subscription_id": record.subscription_id,
+        "currency": record.currency,
+        "billing_at": isoformat(billing_at),
+        "period_start": isoformat(invoice_period.start),
+        "period_end": isoformat(invoice_period.end),
+        "lines": [line.as_dict() for line in lines],
+        **money.as_dict(),
+        "note": money.note,
+    }
+
+
+# ---------------------------------------------------------------------------
+# For the billing run and the payments
+
+
+def system_transition(merchant_id: str, subscription_id: str, action: str) -> dict:
+    """A payment's outcome on the subscription, by the system:
+    `payment_succeeded` (incomplete or past_due -> active),
+    `payment_failed` (active -> past_due), `payment_exhausted` (the last
+    retry failed: canceled with reason payment_failed). A canceled
+    subscription stays canceled; a transition that changes nothing writes
+    nothing. Returns the subscription."""
+    if action not in ("payment_succeeded", "payment_failed", "payment_exhausted"):
+        raise ValueError(f"not a payment outcome: {action}")
+    now = clock().now()
+    record = store.get_subscription(merchant_id, subscription_id, consistent=True)
+    before = public_fields(record)
+    state = lifecycle.transition(_state(record), action, lifecycle.Context(at=now))
+    if state == _state(record):
+        return serialize(record)
+    _set_state(record, state, now)
+    if state.status == "canceled":
+        record.cancellation_reason = "payment_failed"
+        change_type = "canceled"
+    else:
+        change_type = "activated" if state.status == "active" else "past_due"
+    return _commit(record, before, change_type, "system", now)
+
+
+def public_fields(record: store.SubscriptionRecord) -> dict:
+    """The public fields whose changes the history records."""
+    return {key: value for key, value in serialize(record).items() if key not in _NOT_HISTORY}
+
+
+def history_entry(record: store.SubscriptionRecord, before: dict | None, change_type: str, actor: str,
+                  at: datetime) -> store.HistoryRecord:
+    """The history record of a change: the public fields it changed, before
+    and after (all of them, and no before, for the creation)."""
+    after = public_fields(record)
+    if before is not None:
+        changed = [key for key in after if after[key] != before.get(key)]
+        before, after = {key: before.get(key) for key in changed}, {key: after[key] for key in changed}
+    return store.HistoryRecord(at=isoformat(at), type=change_type, actor=actor, before=before, after=after)
+
+
+def publish_change(record: store.SubscriptionRecord, entry: store.HistoryRecord) -> None:
+    """The domain event of a saved change (after the write: never for a change that was not written)."""
+    notify.publish_event(
+        EVENT_TYPES.get(entry.type, f"subscription.{entry.type}"),
+        {
+            "subscription": serialize(record),
+            "change": {"type": entry.type, "actor": entry.actor, "at": entry.at,
+                       "before": entry.before, "after": entry.after},
+        },
+        record.merchant_id,
+    )
+
+
+def serialize(record: store.SubscriptionRecord) -> dict:
+    return {
+        "id": record.subscription_id,
+        "object": "subscription",
+        "customer_id": record.customer_id,
+        "status": record.status,
+        "paused": bool(record.paused),
+        "paused_at": record.paused_at,
+        "cancel_at_period_end": bool(record.cancel_at_period_end),
+        "cancel_at": record.cancel_at,
+        "canceled_at": record.canceled_at,
+        "cancellation_reason": record.cancellation_reason,
+        "cancellation_comment": record.cancellation_comment,
+        "offer_id": record.offer_id,
+        "offer_version": int(record.offer_version),
+        "currency": record.currency,
+        "options": list(record.options or []),
+        "price_overrides": record.price_overrides,
+        "billing_interval": record.billing_interval,
+        "interval_count": int(record.interval_count),
+        "timezone": record.timezone,
+        "start_at": record.start_at,
+        "trial_end": record.trial_end,
+        "current_period_start": record.current_period_start,
+        "current_period_end": record.current_period_end,
+        "commitment_ends_at": record.commitment_ends_at,
+        "phases": list(record.phases or []),
+        "pending_change": record.pending_change,
+        "next_billing_at": record.due_at,
+        "created_at": record.created_at,
+    }
+
+
+# ---------------------------------------------------------------------------
+# Internals
+
+
+def _commit(record, before: dict, change_type: str, actor: str, at: datetime) -> dict:
+    record.updated_at = isoformat(at)
+    entry = history_entry(record, before, change_type, actor, at)
+    store.save_subscription(record, entry)
+    publish_change(record, entry)
+    return serialize(record)
+
+
+def _state(record) -> lifecycle.State:
+    return lifecycle.State(record.status, bool(record.paused), bool(record.cancel_at_period_end))
+
+
+def _set_state(record, state: lifecycle.State, at: datetime) -> None:
+    record.status = state.status
+    record.paused = state.paused
+    record.cancel_at_period_end = state.cancel_at_period_end
+    if state.status == "canceled":
+        record.canceled_at = isoformat(at)
+        record.cancel_at_period_end = False
+        record.paused = False
+        record.paused_at = None
+        record.pending_change = None
+        record.phases = []
+        # Nothing more is billed, except invoices still to issue.
+        items = record.pending_invoice_items or []
+        record.due_at = min((item["due_at"] for item in items), default=None)
+
+
+def _plan(record) -> lifecycle.Plan:
+    return lifecycle.Plan(record.offer_id, tuple(record.options or []), record.price_overrides or None)
+
+
+def _priced(merchant_id: str, plan: lifecycle.Plan, at: datetime) -> proration.PricedPlan:
+    _, terms = offers.terms_at(merchant_id, plan.offer_id, at)
+    return proration.PricedPlan(terms, tuple(plan.options), plan.price_overrides)
+
+
+def _current_period(record) -> Period:
+    return Period(_instant(record.current_period_start), _instant(record.current_period_end))
+
+
+def _fees_billed(record, period: Period) -> bool:
+    return record.fees_billed_until is not None and _instant(record.fees_billed_until) >= period.end
+
+
+def _usage(record, period: Period) -> dict[str, MeterUsage]:
+    return usage_store.usage_for(record.merchant_id, record.subscription_id, isoformat(period.start))
+
+
+def _billed_usage(record, period: Period) -> proration.BilledUsage | None:
+    billed = record.usage_billed
+    if not billed or billed.get("period_start") != isoformat(period.start):
+        return None
+    meters = {
+        meter: MeterUsage(
+            Decimal(value["total"]),
+            None if value.get("maximum") is None else Decimal(value["maximum"]),
+            None if value.get("last") is None else Decimal(value["last"]),
+        )
+        for meter, value in billed["meters"].items()
+    }
+    return proration.BilledUsage(_instant(billed["until"]), meters)
+
+
+def _mark_usage_billed(record, period: Period, usage: dict[str, MeterUsage], at: datetime) -> None:
+    record.usage_billed = {
+        "period_start": isoformat(period.start),
+        "until": isoformat(min(max(at, period.start), period.end)),
+        "meters": {
+            meter: {
+                "total": format_decimal(value.total),
+                "maximum": None if value.maximum is None else format_decimal(value.maximum),
+                "last": None if value.last is None else format_decimal(value.last),
+            }
+            for meter, value in usage.items()
+        },
+    }
+
+
+def _add_pending_item(record, reason: str, lines: list[InvoiceLine], period: Period, *, due: datetime,
+                      at: datetime) -> None:
+    if not lines:
+        return
+    due = max(due, _instant(record.start_at))
+    item = {
+        "id": new_id("pii"),
+        "reason": reason,
+        "created_at": isoformat(at),
+        "due_at": isoformat(due),
+        "currency": record.currency,
+        "period_start": isoformat(period.start),
+        "period_end": isoformat(period.end),
+        "lines": [line.as_dict() for line in lines],
+    }
+    record.pending_invoice_items = [*(record.pending_invoice_items or []), item]
+    if record.due_at is None or _instant(record.due_at) > due:
+        record.due_at = isoformat(due)
+
+
+def _replace_opening(record, plan: proration.PricedPlan, period: Period, at: datetime) -> None:
+    """Before the start, a change rewrites the first invoice instead of crediting it."""
+    record.pending_invoice_items = [i for i in record.pending_invoice_items or [] if i["reason"] != "opening"]
+    lines = rate_fees(plan.terms, plan.options, plan.price_overrides, period)
+    _add_pending_item(record, "opening", lines, period, due=period.start, at=at)
+
+
+def _boundary_lines(record, period: Period) -> list[InvoiceLine]:
+    merchant_id = record.merchant_id
+    lines: list[InvoiceLine] = []
+    for start in record.deferred_usage_periods or []:
+        closed = period_bounds(_instant(start), _interval(record), 0, record.timezone)
+        plan = _priced(merchant_id, _plan(record), closed.start)
+        lines += rate_usage(plan.terms, plan.price_overrides, _usage_at(record, closed.start), closed)
+    if record.status != "trialing":
+        plan = _priced(merchant_id, _plan(record), period.start)
+        lines += proration.usage_lines(plan, _usage(record, period), _billed_usage(record, period), period, period.end)
+    if record.cancel_at_period_end:
+        return lines
+    next_index = int(record.period_index) + 1
+    phases = [lifecycle.Phase(p["after_periods"], p["offer_id"], _tuple_or_none(p.get("options")),
+                              p.get("price_overrides")) for p in record.phases or []]
+    pending = record.pending_change
+    pending_plan = None if pending is None else lifecycle.Plan(
+        pending["offer_id"], tuple(pending["options"]), pending.get("price_overrides") or None
+    )
+    plan, _ = lifecycle.next_plan(_plan(record), pending_plan, phases, next_index)
+    opening = period_bounds(_instant(record.anchor), _interval(record), next_index, record.timezone)
+    priced = _priced(merchant_id, plan, opening.start)
+    return lines + rate_period(priced.terms, priced.options, priced.price_overrides, {}, None, opening)
+
+
+def _usage_at(record, start: datetime) -> dict[str, MeterUsage]:
+    return usage_store.usage_for(record.merchant_id, record.subscription_id, isoformat(start))
+
+
+def _interval(record) -> Interval:
+    return Interval(record.billing_interval, int(record.interval_count))
+
+
+def _tuple_or_none(values) -> tuple | None:
+    return None if values is None else tuple(values)
+
+
+def _line_from_dict(line: dict) -> InvoiceLine:
+    return InvoiceLine(
+        line["kind"],
+        line["component"],
+        line["description"],
+        Decimal(line["quantity"]),
+        None if line["unit_amount"] is None else Decimal(line["unit_amount"]),
+        Decimal(line["amount"]),
+        _instant(line["period_start"]),
+        _instant(line["period_end"]),
+    )
+
+
+def _referenced(load, param: str):
+    """A record the request names by id: 404 naming the field when absent."""
+    try:
+        return load()
+    except NotFound as error:
+        raise NotFound(error.message, param=param) from None
+
+
+def _offer_for_new_terms(merchant_id: str, offer_id: str, param: str) -> catalog.Offer:
+    """The offer (latest version) a subscription is about to use: 404 when
+    unknown, 409 `offer_archived` when archived (it still exists, but takes
+    no new subscriptions)."""
+    offer = _referenced(lambda: offers.load_offer(merchant_id, offer_id), param)
+    if offers.offer_archived(merchant_id, offer_id):
+        raise Conflict(f"{param}: offer {offer_id} is archived and takes no new subscriptions",
+                       param=param, code="offer_archived")
+    return offer
+
+
+def _check_same_billing(record_or_offer, offer: catalog.Offer, param: str) -> None:
+    currency = record_or_offer.currency
+    interval = (record_or_offer.billing_interval, int(record_or_offer.interval_count))
+    if offer.currency != currency:
+        raise InvalidRequest(
+            f"{param}: the offer bills in {offer.currency}, the subscription in {currency}; "
+            "amounts are never converted", param=param,
+        )
+    if (offer.billing_interval, offer.interval_count) != interval:
+        raise InvalidRequest(
+            f"{param}: the offer bills every {offer.interval_count} {offer.billing_interval}, the subscription "
+            f"every {interval[1]} {interval[0]}; its periods step from one anchor with one interval",
+            param=param,
+        )
+
+
+def _check_choices(terms: catalog.Offer, options, overrides, *, where: str = "") -> None:
+    catalog.check_options(terms, options, param=f"{where}options")
+    catalog.apply_price_overrides(terms.currency, terms, overrides, param=f"{where}price_overrides")
+
+
+def _checked_phases(merchant_id: str, offer: catalog.Offer, options: list, overrides, phases: list) -> list[dict]:
+    """The phases as stored, each checked: ascending after_periods, a live
+    offer billing like the subscription's, options and overrides it has."""
+    checked = []
+    previous = 0
+    for i, phase in enumerate(phases):
+        where = f"phases[{i}]"
+        after = phase["after_periods"]
+        if after <= previous:
+            raise InvalidRequest(f"{where}.after_periods: phases must have strictly ascending after_periods "
+                                 f"({after} after {previous})", param=f"{where}.after_periods")
+        previous = after
+        phase_offer = _offer_for_new_terms(merchant_id, phase["offer_id"], f"{where}.offer_id")
+        _check_same_billing(offer, phase_offer, f"{where}.offer_id")
+        own_options = phase.get("options")
+        own_overrides = phase.get("price_overrides")
+        try:
+            _check_choices(
+                phase_offer,
+                options if own_options is None else own_options,
+                overrides if own_overrides is None else own_overrides,
+                where=f"{where}.",
+            )
+        except InvalidRequest as error:
+            if own_options is None and error.param and error.param.startswith(f"{where}.options"):
+                raise InvalidRequest(
+                    f"{where}.offer_id: the offer of this phase does not have the subscription's options "
+                    f"({error.message}); give the phase its own options", param=f"{where}.offer_id",
+                ) from None
+            if own_overrides is None and error.param and error.param.startswith(f"{where}.price_overrides"):
+                raise InvalidRequest(
+                    f"{where}.offer_id: the subscription's price_overrides do not fit the offer of this phase "
+                    f"({error.message}); give the phase its own price_overrides", param=f"{where}.offer_id",
+                ) from None
+            raise
+        stored = {"after_periods": after, "offer_id": phase["offer_id"]}
+        if own_options is not None:
+            stored["options"] = list(own_options)
+        if own_overrides is not None:
+            stored["price_overrides"] = own_overrides
+        checked.append(stored)
+    return checked
+
+
+def _instant(text: str) -> datetime:
+    return datetime.fromisoformat(text).astimezone(timezone.utc)
+
+
+def _instant_or_none(text: str | None) -> datetime | None:
+    return None if text is None else _instant(text)

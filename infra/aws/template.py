@@ -1,0 +1,254 @@
+"""What `chalice package` cannot say about each function, added to the template.
+
+Chalice generates one `AWS::Serverless::Function` per handler of app.py and
+`--merge-template infra/aws/resources.yaml` merges the tables, queues, rules
+and alarms beside them. What depends on which handlers exist cannot live in
+a static merge template (a handler that does not exist yet would leave a
+resource without a type), so it is derived here from what chalice generated,
+for every function alike; a new handler needs nothing in this file:
+
+- its name (`<stack>-<function>`), its log group (kept `LogRetentionDays`)
+  and the right to write there;
+- for an SQS event source: the template's queue it names (chalice only knows
+  a queue's name; CloudFormation names queues itself), partial batch failures
+  (`ReportBatchItemFailures`: chalice never sets it, and without it Lambda
+  retries a whole batch for one bad message), the right to poll that queue,
+  and, for the billing worker, the concurrency cap;
+- an alarm on its errors; and an alarm on the depth of every dead-letter queue.
+
+What a function may do beyond that is written in its own policy file,
+`.chalice/policies/<function>.json`, named by `iam_policy_file` in
+.chalice/config.json.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+FUNCTION = "AWS::Serverless::Function"
+QUEUE = "AWS::SQS::Queue"
+ALARM_TOPIC = "AlarmTopic"
+LOG_RETENTION = "LogRetentionDays"
+# SQS's default when a queue does not set one.
+DEFAULT_VISIBILITY_TIMEOUT = 30
+# Lambda's default when a function does not set one.
+DEFAULT_FUNCTION_TIMEOUT = 3
+
+# SQS consumers whose concurrency is capped by a parameter of resources.yaml.
+# The billing worker charges cards: Stripe's write rate limit, not Lambda's
+# scaling, must bound a billing run. The cap is on the event source
+# (`MaximumConcurrency`), not reserved concurrency: a function throttled by
+# reserved concurrency sends messages back to the queue, towards its
+# dead-letter queue, while a capped event source just reads more slowly.
+MAX_CONCURRENCY = {"billing_worker": "BillingWorkerConcurrency"}
+
+POLL_ACTIONS = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"]
+LOG_ACTIONS = ["logs:CreateLogStream", "logs:PutLogEvents"]
+
+
+class TemplateError(ValueError):
+    """The generated template cannot be completed: the message says what to change."""
+
+
+@dataclass
+class Function:
+    logical_id: str
+    name: str  # chalice's name: api_handler, or the handler's function name
+    properties: dict
+
+
+def function_name(properties: dict) -> str:
+    """Chalice's name of a function from its handler: `app.app` is the API."""
+    _, _, attribute = properties["Handler"].partition(".")
+    return "api_handler" if attribute == "app" else attribute
+
+
+def functions(template: dict) -> list[Function]:
+    return [
+        Function(logical_id, function_name(resource["Properties"]), resource["Properties"])
+        for logical_id, resource in sorted(template["Resources"].items())
+        if resource["Type"] == FUNCTION
+    ]
+
+
+def getatt_target(value) -> str | None:
+    """`X` of `{"Fn::GetAtt": ["X", "Arn"]}` (or `"X.Arn"`), else None."""
+    if isinstance(value, dict) and set(value) == {"Fn::GetAtt"}:
+        target = value["Fn::GetAtt"]
+        return target.split(".")[0] if isinstance(target, str) else target[0]
+    return None
+
+
+def dead_letter_queues(resources: dict) -> list[str]:
+    """Queues that some queue's redrive policy names as its dead-letter queue."""
+    found = set()
+    for resource in resources.values():
+        if resource["Type"] == QUEUE:
+            redrive = resource.get("Properties", {}).get("RedrivePolicy") or {}
+            target = getatt_target(redrive.get("deadLetterTargetArn"))
+            if target:
+                found.add(target)
+    return sorted(found)
+
+
+def complete(template: dict, stage: str) -> dict:
+    """A copy of chalice's merged template with every function wired (see the
+    module's docstring). Raises TemplateError when a function cannot be."""
+    template = copy.deepcopy(template)
+    resources = template["Resources"]
+    if resources.get(ALARM_TOPIC, {}).get("Type") != "AWS::SNS::Topic":
+        raise TemplateError(f"resources.yaml must define the SNS topic {ALARM_TOPIC} that alarms notify")
+    _pin_stage(template, stage)
+    _name_api(resources)
+    owners: dict[str, str] = {}
+    for function in functions(template):
+        role_id = _own_role(function, resources, owners)
+        statements = _statements(resources[role_id])
+        _name_and_logs(function, resources, statements)
+        for event_id, event in sorted(function.properties.get("Events", {}).items()):
+            if event["Type"] == "SQS":
+                _wire_queue(function, event_id, event["Properties"], resources, statements)
+        resources[f"{function.logical_id}ErrorsAlarm"] = _errors_alarm(function)
+    for queue_id in dead_letter_queues(resources):
+        resources[f"{queue_id}DepthAlarm"] = _depth_alarm(queue_id)
+    return template
+
+
+def _pin_stage(template: dict, stage: str) -> None:
+    """The policies name the stage's SSM parameters through `${Stage}`: the
+    template only accepts the stage it was packaged for."""
+    parameter = template.get("Parameters", {}).get("Stage")
+    if parameter is None:
+        raise TemplateError("resources.yaml must declare the parameter Stage")
+    parameter["Default"] = stage
+    parameter["AllowedValues"] = [stage]
+    parameter.pop("AllowedPattern", None)
+
+
+def _name_api(resources: dict) -> None:
+    """The API is named after the stack, and so are its metrics (`ApiName`,
+    which ApiServerErrorsAlarm watches): two stages in one account never
+    share them. Chalice names it after the app, in the OpenAPI title too."""
+    api = resources.get("RestAPI")
+    if api is not None:
+        api["Properties"]["Name"] = {"Ref": "AWS::StackName"}
+        api["Properties"]["DefinitionBody"].setdefault("info", {})["title"] = {"Ref": "AWS::StackName"}
+
+
+def _own_role(function: Function, resources: dict, owners: dict[str, str]) -> str:
+    role_id = getatt_target(function.properties.get("Role"))
+    if role_id is None or resources.get(role_id, {}).get("Type") != "AWS::IAM::Role":
+        raise TemplateError(f"{function.name} has no role of this template")
+    if role_id == "DefaultRole" or role_id in owners:
+        raise TemplateError(
+            f"{function.name} shares the role {role_id}: give it its own policy, "
+            f'.chalice/config.json "lambda_functions": {{"{function.name}": '
+            f'{{"iam_policy_file": "policies/{function.name}.json"}}}} with "autogen_policy": false'
+        )
+    owners[role_id] = function.name
+    return role_id
+
+
+def _statements(role: dict) -> list:
+    document = role["Properties"]["Policies"][0]["PolicyDocument"]
+    if isinstance(document.get("Statement"), dict):
+        document["Statement"] = [document["Statement"]]
+    return document.setdefault("Statement", [])
+
+
+def _name_and_logs(function: Function, resources: dict, statements: list) -> None:
+    """A known name makes the log group's name known without a reference to
+    the function (the role would depend on the function that depends on it)."""
+    for logical_id, resource in resources.items():
+        if resource["Type"] == "AWS::Logs::LogGroup" and resource["Properties"].get("LogGroupName") == {
+            "Fn::Sub": "/aws/lambda/${%s}" % function.logical_id
+        }:
+            raise TemplateError(
+                f"{logical_id}: remove log_retention_in_days from .chalice/config.json; "
+                f"the packager makes every log group (parameter {LOG_RETENTION})"
+            )
+    function.properties["FunctionName"] = {"Fn::Sub": "${AWS::StackName}-%s" % function.name}
+    log_group = f"{function.logical_id}LogGroup"
+    resources[log_group] = {
+        "Type": "AWS::Logs::LogGroup",
+        "Properties": {
+            "LogGroupName": {"Fn::Sub": "/aws/lambda/${AWS::StackName}-%s" % function.name},
+            "RetentionInDays": {"Ref": LOG_RETENTION},
+        },
+    }
+    statements.append(
+        {"Sid": "WriteOwnLogs", "Effect": "Allow", "Action": list(LOG_ACTIONS),
+         "Resource": {"Fn::GetAtt": [log_group, "Arn"]}}
+    )
+
+
+def queue_named(queue, resources: dict) -> str:
+    """The logical id of the template's queue that chalice's event source
+    names (`@app.on_sqs_message(queue="UsageQueue")`: the local stage names
+    its queues after their logical ids too)."""
+    text = queue.get("Fn::Sub") if isinstance(queue, dict) else None
+    name = text.rsplit(":", 1)[-1] if isinstance(text, str) and text.startswith("arn:${AWS::Partition}:sqs:") else None
+    if name is None or resources.get(name, {}).get("Type") != QUEUE:
+        raise TemplateError(
+            f"an SQS event source must name a queue of infra/aws/resources.yaml by its logical id, not {queue!r}"
+        )
+    return name
+
+
+def _wire_queue(function: Function, event_id: str, event: dict, resources: dict, statements: list) -> None:
+    queue_id = queue_named(event["Queue"], resources)
+    event["Queue"] = {"Fn::GetAtt": [queue_id, "Arn"]}
+    event["FunctionResponseTypes"] = ["ReportBatchItemFailures"]
+    visibility = int(resources[queue_id].get("Properties", {}).get("VisibilityTimeout", DEFAULT_VISIBILITY_TIMEOUT))
+    timeout = int(function.properties.get("Timeout", DEFAULT_FUNCTION_TIMEOUT))
+    if visibility < timeout:
+        # Lambda refuses the event source: a message would reappear while
+        # its first reader still works on it.
+        raise TemplateError(
+            f"{queue_id}'s VisibilityTimeout ({visibility} s) is shorter than {function.name}'s timeout ({timeout} s)"
+        )
+    parameter = MAX_CONCURRENCY.get(function.name)
+    if parameter:
+        event["ScalingConfig"] = {"MaximumConcurrency": {"Ref": parameter}}
+    statements.append(
+        {"Sid": f"Poll{queue_id}", "Effect": "Allow", "Action": list(POLL_ACTIONS),
+         "Resource": {"Fn::GetAtt": [queue_id, "Arn"]}}
+    )
+
+
+def _alarm(description: str, namespace: str, metric: str, dimensions: list, statistic: str, comparison: str,
+           threshold: int) -> dict:
+    return {
+        "Type": "AWS::CloudWatch::Alarm",
+        "Properties": {
+            "AlarmDescription": description,
+            "Namespace": namespace,
+            "MetricName": metric,
+            "Dimensions": dimensions,
+            "Statistic": statistic,
+            "Period": 300,
+            "EvaluationPeriods": 1,
+            "Threshold": threshold,
+            "ComparisonOperator": comparison,
+            "TreatMissingData": "notBreaching",
+            "AlarmActions": [{"Ref": ALARM_TOPIC}],
+            "OKActions": [{"Ref": ALARM_TOPIC}],
+        },
+    }
+
+
+def _errors_alarm(function: Function) -> dict:
+    return _alarm(
+        f"{function.name} failed (an exception or a timeout): read its log group",
+        "AWS/Lambda", "Errors", [{"Name": "FunctionName", "Value": {"Ref": function.logical_id}}],
+        "Sum", "GreaterThanOrEqualToThreshold", 1,
+    )
+
+
+def _depth_alarm(queue_id: str) -> dict:
+    return _alarm(
+        f"messages wait in {queue_id}: each carries its reason; fix the cause, then redrive them",
+        "AWS/SQS", "ApproximateNumberOfMessagesVisible",
+        [{"Name": "QueueName", "Value": {"Fn::GetAtt": [queue_id, "QueueName"]}}],
+        "Maximum", "GreaterThanThreshold", 0,
+    )

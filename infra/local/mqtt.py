@@ -1,0 +1,160 @@
+"""The local stage's stand-in for AWS IoT Core: an MQTT broker and the topic rule.
+
+In AWS, devices publish to IoT Core on `billing/{merchant_id}/{device_id}/counters`
+and the topic rule `UsageTopicRule` (infra/aws/resources.yaml,
+`SELECT *, topic(2) AS merchant_id, topic(3) AS device_id`) sends each
+message to the usage queue. Here an embedded broker (amqtt, in a thread with
+its own event loop) listens on 127.0.0.1, and a bridge subscribed to
+`billing/+/+/counters` applies the same rule and sends to the same queue, so
+the driver's consumer feeds the same handler as in AWS.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+
+import boto3
+
+TOPIC_FILTER = "billing/+/+/counters"
+
+logger = logging.getLogger("infra.local.mqtt")
+
+
+class LocalBroker:
+    """An amqtt broker on host:port, in a daemon thread running its own
+    event loop (the broker must be created inside the loop it runs on)."""
+
+    def __init__(self, host: str, port: int):
+        self.host, self.port = host, port
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+    def start(self, timeout: float = 15) -> "LocalBroker":
+        self._thread = threading.Thread(target=self._run, name="mqtt-broker", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise RuntimeError(f"the MQTT broker did not start on {self.host}:{self.port}")
+        if self._error is not None:
+            raise RuntimeError(f"the MQTT broker failed to start: {self._error}") from self._error
+        return self
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._serve())
+        except BaseException as error:  # reported to start() through _error
+            self._error = error
+            self._ready.set()
+        finally:
+            loop.close()
+
+    async def _serve(self) -> None:
+        from amqtt.broker import Broker
+
+        self._stop = asyncio.Event()
+        broker = Broker(
+            {
+                "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}},
+                "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+            }
+        )
+        await broker.start()
+        self._ready.set()
+        await self._stop.wait()
+        await broker.shutdown()
+
+    def stop(self, timeout: float = 5) -> None:
+        if self._loop is not None and self._stop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+
+def rule_output(topic: str, payload: bytes) -> str | None:
+    """What the topic rule sends to the queue for a message on `topic`, or
+    None when the topic is not a counters topic.
+
+    A JSON object payload gets `merchant_id` and `device_id` from the topic,
+    appended to its own text (numbers stay exactly as the device wrote them;
+    on a repeated key the topic's value, last, is the one read). Any other
+    payload is passed as it is (`SELECT *` of a non-JSON payload): the
+    handler parks it in the dead-letter queue, saying why."""
+    levels = topic.split("/")
+    if len(levels) != 4 or levels[0] != "billing" or levels[3] != "counters":
+        return None
+    text = payload.decode("utf-8", errors="replace")
+    try:
+        is_object = isinstance(json.loads(text), dict)
+    except ValueError:
+        is_object = False
+    if not is_object:
+        return text
+    body = text.rstrip()[:-1].rstrip()
+    separator = "" if body.endswith("{") else ","
+    return f'{body}{separator}"merchant_id":{json.dumps(levels[1])},"device_id":{json.dumps(levels[2])}}}'
+
+
+class CountersBridge:
+    """Subscribes to the counters topics and sends each message, through
+    `rule_output`, to the usage queue; a message the queue refuses goes to
+    the dead-letter queue (the rule's error action)."""
+
+    def __init__(self, host: str, port: int, queue_url: str, dead_letter_queue_url: str | None = None):
+        import paho.mqtt.client as mqtt
+
+        self.queue_url = queue_url
+        self.dead_letter_queue_url = dead_letter_queue_url
+        self._sqs = boto3.client("sqs")
+        self.forwarded = 0
+        self._subscribed = threading.Event()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="local-iot-rule")
+        self.client.on_connect = self._on_connect
+        self.client.on_subscribe = lambda *_: self._subscribed.set()
+        self.client.on_message = self._on_message
+        self.host, self.port = host, port
+
+    def start(self, timeout: float = 15) -> "CountersBridge":
+        self.client.connect(self.host, self.port, keepalive=30)
+        self.client.loop_start()
+        if not self._subscribed.wait(timeout):
+            raise RuntimeError("the MQTT bridge could not subscribe to the counters topics")
+        return self
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        # (Re)subscribe on every connection: a broker restart loses subscriptions.
+        client.subscribe(TOPIC_FILTER, qos=1)
+
+    def _on_message(self, client, userdata, message) -> None:
+        body = rule_output(message.topic, message.payload)
+        if body is None:
+            return
+        try:
+            self._sqs.send_message(QueueUrl=self.queue_url, MessageBody=body)
+            self.forwarded += 1
+        except Exception:
+            logger.exception("the usage queue refused a counters message; parking it")
+            if self.dead_letter_queue_url:
+                self._sqs.send_message(QueueUrl=self.dead_letter_queue_url, MessageBody=body)
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def start_mqtt(port: int, queue_url: str, dead_letter_queue_url: str | None = None,
+               host: str = "127.0.0.1") -> tuple[LocalBroker, CountersBridge]:
+    """The broker and the bridge, started (the stage's driver runs them)."""
+    broker = LocalBroker(host, port).start()
+    try:
+        bridge = CountersBridge(host, port, queue_url, dead_letter_queue_url).start()
+    except Exception:
+        broker.stop()
+        raise
+    return broker, bridge

@@ -1,0 +1,886 @@
+"""The billing run on moto and localstripe: invoices built at each boundary
+(checked by hand), exactly one invoice and one charge whatever is re-run,
+crashes, dunning, month ends, changes, catch-up, gapless numbers, and the
+invoices API (list, read, PDF, pay, void).
+
+Stripe is localstripe through the official library; the charges each test
+makes are counted there, per Stripe customer."""
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+
+import pytest
+
+from chalicelib import jobs, payments
+from chalicelib.clock import FixedClock, use_clock
+from chalicelib.services import billing, cards
+from chalicelib.store import customers as customer_store
+from chalicelib.store import invoices as invoice_store
+from chalicelib.store import subscriptions as subscription_store
+from tests.integration.domain_events import published  # noqa: F401  (fixture)
+
+UTC = timezone.utc
+CARD_OK = "4242424242424242"
+CARD_DECLINED_ON_CHARGE = "4000000000000341"
+
+# Optique Durand bills in Paris time: 1 Nov 2026 00:00 in Paris is 31 Oct 23:00 UTC.
+NOV_1 = datetime(2026, 10, 31, 23, 0, tzinfo=UTC)
+DEC_1 = datetime(2026, 11, 30, 23, 0, tzinfo=UTC)
+JAN_1 = datetime(2026, 12, 31, 23, 0, tzinfo=UTC)
+
+CLICO = {
+    "code": "clico-neksia",
+    "name": "Clic&O Neksia",
+    "currency": "EUR",
+    "billing_interval": "month",
+    "interval_count": 1,
+    "components": [
+        {"code": "base", "type": "flat", "amount": "49.00"},
+        {"code": "montage", "type": "metered", "meter": "montages", "unit_amount": "1.20"},
+        {"code": "calls", "type": "metered", "meter": "calls", "tier_mode": "graduated", "included_units": "100",
+         "tiers": [{"up_to": "1000", "unit_amount": "0.50"}, {"up_to": None, "unit_amount": "0.40",
+                                                               "flat_amount": "0"}]},
+        {"code": "support", "type": "time_and_materials", "hours_meter": "agent_hours", "hourly_rate": "38.00",
+         "materials_meter": "parts_cost", "markup_percent": "15"},
+        {"code": "quality", "type": "bonus_malus", "kpi_meter": "service_level", "target": "0.90",
+         "bonus_percent": "5", "malus_percent": "10", "applies_to": ["calls"]},
+    ],
+    "options": [{"code": "express", "name": "4h on-site", "amount": "30.00", "entitlements": ["4h_response"]}],
+}
+
+
+@pytest.fixture
+def clock(aws, localstripe):
+    fixed = FixedClock(NOV_1)
+    use_clock(fixed)
+    yield fixed
+    use_clock(None)
+
+
+@pytest.fixture
+def atomic_dynamodb(monkeypatch):
+    """DynamoDB applies each write (a transaction included) atomically;
+    moto's in-process backend does not under threads. One lock around its
+    operations gives it that one property, so races are decided by our
+    conditions, as they are on DynamoDB."""
+    from moto.dynamodb.models import DynamoDBBackend
+
+    lock = threading.RLock()
+    for name in ("get_item", "put_item", "update_item", "delete_item", "query", "scan", "batch_get_item",
+                 "transact_write_items", "transact_get_items"):
+        original = getattr(DynamoDBBackend, name)
+
+        def locked(self, *args, __original=original, **kwargs):
+            with lock:
+                return __original(self, *args, **kwargs)
+
+        monkeypatch.setattr(DynamoDBBackend, name, locked)
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def new_offer(api, body=None, **fields) -> str:
+    response = api.post("/offers", {**(body or CLICO), **fields})
+    assert response.status == 201, response
+    return response.json["id"]
+
+
+def simple_offer(api, code="simple", base="49.00", **fields) -> str:
+    return new_offer(api, {"code": code, "name": code, "currency": "EUR", "billing_interval": "month",
+                           "components": [{"code": "base", "type": "flat", "amount": base},
+                                          {"code": "montage", "type": "metered", "meter": "montages",
+                                           "unit_amount": "1.20"}],
+                           "options": [{"code": "express", "name": "4h on-site", "amount": "30.00"}]}, **fields)
+
+
+def save_card(api, customer_id: str, number: str = CARD_OK) -> str:
+    """The payment page's server path: a SetupIntent for the customer,
+    confirmed with the card as Stripe.js would, then completed by the
+    backend (which attaches the card and makes it the default)."""
+    merchant_id = api.merchant["id"]
+    record = customer_store.get_customer(merchant_id, customer_id)
+    stripe_customer_id = cards.stripe_customer_for(record)
+    intent = payments.create_setup_intent(stripe_customer_id, merchant_id=merchant_id, customer_id=customer_id)
+    method = payments._client().v1.payment_methods.create(
+        params={"type": "card", "card": {"number": number, "exp_month": 12, "exp_year": 2030, "cvc": "123"}}
+    )
+    payments._client().v1.setup_intents.confirm(intent.id, params={"payment_method": method["id"]})
+    cards.complete_card_setup(merchant_id, customer_id, payments.retrieve_setup_intent(intent.id),
+                              completed_by="page")
+    return stripe_customer_id
+
+
+def new_customer(api, *, card: str | None = CARD_OK, **fields) -> str:
+    body = {"name": "Labo Martin", "email": "compta@labo-martin.fr", "country": "FR", **fields}
+    response = api.post("/customers", body)
+    assert response.status == 201, response
+    if card:
+        save_card(api, response.json["id"], card)
+    return response.json["id"]
+
+
+def subscribe(api, customer_id: str, offer_id: str, **fields) -> dict:
+    response = api.post("/subscriptions", {"customer_id": customer_id, "offer_id": offer_id, **fields})
+    assert response.status == 201, response
+    return response.json
+
+
+def charges_of(api, customer_id: str) -> list[dict]:
+    """Every PaymentIntent localstripe holds for the customer."""
+    stripe_customer_id = customer_store.get_customer(api.merchant["id"], customer_id).stripe_customer_id
+    listing = payments._client().v1.payment_intents.list(params={"customer": stripe_customer_id, "limit": 100})
+    return [intent.to_dict() for intent in listing.data]
+
+
+def invoices_of(api, subscription_id: str) -> list[dict]:
+    response = api.get(f"/invoices?subscription_id={subscription_id}&limit=100")
+    assert response.status == 200, response
+    return list(reversed(response.json["data"]))
+
+
+def bill(api, subscription_id: str, **kw) -> dict:
+    return billing.bill_subscription(api.merchant["id"], subscription_id, **kw)
+
+
+def record_usage(api, subscription_id: str, at: datetime, **quantities) -> None:
+    events = [{"event_id": f"evt-{uuid.uuid4()}", "subscription_id": subscription_id, "meter": meter,
+               "quantity": quantity, "timestamp": iso(at)} for meter, quantity in quantities.items()]
+    response = api.post("/usage", {"events": events})
+    assert response.status == 200, response
+
+
+def sqs_event(bodies: list[str]) -> dict:
+    return {"Records": [{
+        "messageId": str(uuid.uuid4()), "receiptHandle": "handle", "body": body,
+        "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "0"}, "messageAttributes": {},
+        "md5OfBody": "", "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:eu-west-1:123456789012:q",
+        "awsRegion": "eu-west-1"} for body in bodies]}
+
+
+def device_reading(client, merchant_id: str, seq: int, at: datetime, **counters) -> None:
+    body = json.dumps({"seq": seq, "ts": iso(at), "counters": counters, "merchant_id": merchant_id,
+                       "device_id": "neksia-0042"})
+    response = client.lambda_.invoke("ingest_usage", sqs_event([body]))
+    assert response.payload["batchItemFailures"] == [], response.payload
+
+
+def money(text: str) -> Decimal:
+    return Decimal(text)
+
+
+# ---------------------------------------------------------------------------
+# A month of Clic&O, by hand
+
+
+def test_a_month_of_clico_is_invoiced_and_paid(merchant, clock, client, published):
+    """Labo Martin subscribes to Clic&O Neksia with the express option and a
+    negotiated montage price (1.05 instead of 1.20). In November its
+    Neksia reports 412 montages and 210 frame tracings (tracings are not
+    priced: recorded, never billed), the call centre 650 calls, support
+    7.5 hours and 120.00 of parts, and the service level ends at 0.93.
+
+    December's invoice, by hand:
+      montage   412 x 1.05                                = 432.60
+      calls     650 - 100 included = 550 in tier 1 x 0.50 = 275.00
+      support   7.5 h x 38.00                             = 285.00
+                parts 120.00 x 1.15                       = 138.00
+      quality   0.93 >= 0.90: bonus 5% of calls 275.00    =  13.75
+      base      December, in advance                      =  49.00
+      express   December, in advance                      =  30.00
+      subtotal                                              1223.35
+      VAT 20% (FR)                                           244.67
+      total                                                 1468.02
+    """
+    merchant_id = merchant.merchant["id"]
+    offer_id = new_offer(merchant)
+    customer_id = new_customer(merchant)
+    sub = subscribe(merchant, customer_id, offer_id, options=["express"],
+                    price_overrides={"montage": {"unit_amount": "1.05"}}, start_at=iso(NOV_1))
+    assert merchant.post("/devices", {"device_id": "neksia-0042", "subscription_id": sub["id"]}).status == 201
+
+    # The first invoice: November's fees in advance (49.00 + 30.00, VAT 15.80).
+    first = bill(merchant, sub["id"])["invoices"]
+    assert [(i["number"], i["status"], i["total"]) for i in first] == [("OD2026-000001", "paid", "94.80")]
+
+    clock.set(datetime(2026, 11, 2, 8, tzinfo=UTC))
+    device_reading(client, merchant_id, 1, clock.now(), montages=12000, tracings=200)  # the baseline
+    clock.set(datetime(2026, 11, 29, 17, tzinfo=UTC))
+    device_reading(client, merchant_id, 2, clock.now(), montages=12412, tracings=410)
+    record_usage(merchant, sub["id"], datetime(2026, 11, 10, 9, tzinfo=UTC), calls="400", agent_hours="4.5")
+    record_usage(merchant, sub["id"], datetime(2026, 11, 20, 9, tzinfo=UTC), calls="250", agent_hours="3",
+                 parts_cost="120.00", service_level="0.93")
+
+    clock.set(DEC_1 + timedelta(minutes=5))
+    result = jobs.billing_scheduler(clock.now(), inline=True)
+    assert result["due"] == 1
+    invoices = invoices_of(merchant, sub["id"])
+    assert [i["number"] for i in invoices] == ["OD2026-000001", "OD2026-000002"]
+    december = merchant.get(f"/invoices/{invoices[1]['id']}").json
+    lines = [(l["kind"], l["component"], l["quantity"], l["unit_amount"], l["amount"]) for l in december["lines"]]
+    assert lines == [
+        ("usage", "montage", "412", "1.05", "432.60"),
+        ("usage", "calls", "550", "0.50", "275.00"),
+        ("usage", "support", "7.5", "38.00", "285.00"),
+        ("usage", "support", "120.00", "1.15", "138.00"),
+        ("adjustment", "quality", "1", None, "13.75"),
+        ("fee", "base", "1", "49.00", "49.00"),
+        ("option", "express", "1", "30.00", "30.00"),
+    ]
+    assert not any("tracing" in l["description"] for l in december["lines"])
+    usage_lines = [l for l in december["lines"] if l["kind"] in ("usage", "adjustment")]
+    assert {(l["period_start"], l["period_end"]) for l in usage_lines} == {(iso(NOV_1), iso(DEC_1))}
+    assert {(l["period_start"], l["period_end"]) for l in december["lines"] if l["kind"] in ("fee", "option")} \
+        == {(iso(DEC_1), iso(JAN_1))}
+    assert december["subtotal"] == "1223.35"
+    assert december["tax"] == [{"rate": "20.0", "amount": "244.67"}]
+    assert (december["total"], december["amount_paid"], december["amount_due"]) == ("1468.02", "1468.02", "0.00")
+    assert december["status"] == "paid" and december["credit_applied"] == "0.00"
+    assert december["period_start"] == iso(NOV_1) and december["period_end"] == iso(JAN_1)
+    assert december["billing_reason"] == "subscription_cycle" and december["next_payment_attempt"] is None
+    [attempt] = december["payment_attempts"]
+    assert attempt["status"] == "succeeded" and attempt["failure_code"] is None
+
+    # Stripe charged exactly the total, in cents, once per invoice.
+    charges = charges_of(merchant, customer_id)
+    assert sorted(c["amount"] for c in charges) == [9480, 146802]
+    december_charge = next(c for c in charges if c["id"] == attempt["payment_intent"])
+    assert december_charge["metadata"]["invoice_id"] == december["id"]
+    assert december_charge["status"] == "succeeded" and december_charge["currency"] == "eur"
+
+    # The subscription moved to December, and billed November's usage once.
+    moved = merchant.get(f"/subscriptions/{sub['id']}").json
+    assert (moved["current_period_start"], moved["current_period_end"]) == (iso(DEC_1), iso(JAN_1))
+    assert moved["next_billing_at"] == iso(JAN_1) and moved["status"] == "active"
+    types = [e["detail-type"] for e in published.all()]
+    for event in ("invoice.created", "invoice.finalized", "invoice.paid"):
+        assert types.count(event) == 2, (event, types)
+
+    # Running the run again bills nothing more.
+    assert jobs.billing_scheduler(clock.now(), inline=True)["due"] == 0
+    assert len(invoices_of(merchant, sub["id"])) == 2 and len(charges_of(merchant, customer_id)) == 2
+
+
+def test_late_usage_goes_on_the_next_invoice_on_its_own_line(merchant, clock):
+    offer_id = simple_offer(merchant)
+    customer_id = new_customer(merchant)
+    sub = subscribe(merchant, customer_id, offer_id, start_at=iso(NOV_1))
+    bill(merchant, sub["id"])
+    clock.set(datetime(2026, 11, 20, tzinfo=UTC))
+    record_usage(merchant, sub["id"], clock.now(), montages="10")
+    clock.set(DEC_1 + timedelta(minutes=1))
+    bill(merchant, sub["id"])
+    # November's invoice is final; 5 more montages of November arrive on 3 December.
+    clock.set(datetime(2026, 12, 3, tzinfo=UTC))
+    record_usage(merchant, sub["id"], datetime(2026, 11, 28, tzinfo=UTC), montages="5")
+    clock.set(JAN_1 + timedelta(minutes=1))
+    bill(merchant, sub["id"])
+    invoices = invoices_of(merchant, sub["id"])
+    assert [l["amount"] for l in invoices[1]["lines"] if l["kind"] == "usage"] == ["12.00"]
+    january = invoices[2]
+    late = [l for l in january["lines"] if "late usage" in l["description"]]
+    assert [(l["quantity"], l["amount"], l["period_start"], l["period_end"]) for l in late] == [
+        ("5", "6.00", iso(NOV_1), iso(DEC_1))
+    ]
+    assert "2026-10-31 to 2026-11-30" in late[0]["description"]
+    # December's own usage (none) is rated too, and the late line is not billed twice.
+    clock.set(datetime(2027, 1, 31, 23, 1, tzinfo=UTC))
+    bill(merchant, sub["id"])
+    assert not [l for l in invoices_of(merchant, sub["id"])[3]["lines"] if "late usage" in l["description"]]
+
+
+# ---------------------------------------------------------------------------
+# Exactly once
+
+
+def test_the_same_run_twice_and_two_workers_at_once_give_one_invoice_and_one_charge(
+        merchant, clock, atomic_dynamodb):
+    merchant_id = merchant.merchant["id"]
+    customer_id = new_customer(merchant)
+    sub = subscribe(merchant, customer_id, simple_offer(merchant), start_at=iso(NOV_1))
+
+    # The same message handled twice, one after the other.
+    message = {"type": "bill_subscription", "merchant_id": merchant_id, "subscription_id": sub["id"],
+               "boundary": iso(NOV_1)}
+    first = jobs.billing_worker(sqs_event([jobs.message_body(message)]))
+    again = jobs.billing_worker(sqs_event([jobs.message_body(message)]))
+    assert first == again == {"batchItemFailures": []}
+    assert len(invoices_of(merchant, sub["id"])) == 1 and len(charges_of(merchant, customer_id)) == 1
+
+    # Two workers on the same boundary at the same moment, both having read
+    # the subscription before either writes.
+    clock.set(DEC_1 + timedelta(minutes=3))
+    read_together = threading.Barrier(2)
+    real_read = invoice_store.subscription_for_billing
+    calls = []
+
+    def read_then_wait(*args, **kwargs):
+        found = real_read(*args, **kwargs)
+        if len(calls) < 2:
+            calls.append(1)
+            read_together.wait(30)
+        return found
+
+    invoice_store.subscription_for_billing = read_then_wait
+    errors, results = [], []
+
+    def worker():
+        try:
+            results.append(bill(merchant, sub["id"], boundary=iso(DEC_1)))
+        except Exception as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    try:
+        threads = [threading.Thread(target=worker) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    finally:
+        invoice_store.subscription_for_billing = real_read
+    assert not errors, errors
+    assert sorted(len(r["invoices"]) for r in results) == [0, 1]
+    invoices = invoices_of(merchant, sub["id"])
+    assert [i["number"] for i in invoices] == ["OD2026-000001", "OD2026-000002"]
+    assert [i["status"] for i in invoices] == ["paid", "paid"]
+    assert len(charges_of(merchant, customer_id)) == 2
+
+
+class CrashAfterCharge:
+    """The payments gateway, with the worker dying right after Stripe
+    charged (before the invoice could be marked paid)."""
+
+    def __getattr__(self, name):
+        return getattr(payments, name)
+
+    def charge_invoice(self, **kwargs):
+        payments.charge_invoice(**kwargs)
+        raise SystemExit("the worker died")
+
+
+def test_a_crash_after_stripe_charged_then_a_retry_charges_once(merchant, clock):
+    merchant_id = merchant.merchant["id"]
+    customer_id = new_customer(merchant)
+    sub = subscribe(merchant, customer_id, simple_offer(merchant), start_at=iso(NOV_1))
+    billing.use_gateway(CrashAfterCharge())
+    try:
+        with pytest.raises(SystemExit):
+            bill(merchant, sub["id"], boundary=iso(NOV_1))
+    finally:
+        billing.use_gateway(None)
+    [invoice] = invoices_of(merchant, sub["id"])
+    assert invoice["status"] == "open" and invoice["payment_attempts"][0]["status"] == "pending"
+    assert [c["status"] for c in charges_of(merchant, customer_id)] == ["succeeded"]
+
+    # The same message again right away: the charge is still leased to the dead worker.
+    bill(merchant, sub["id"], boundary=iso(NOV_1))
+    assert len(charges_of(merchant, customer_id)) == 1
+    assert merchant.get(f"/invoices/{invoice['id']}").json["status"] == "open"
+
+    # SQS delivers the message again after its visibility timeout: the lease
+    # has run out, the charge made before the crash is found, not made again.
+    clock.set(clock.now() + timedelta(minutes=6))
+    bill(merchant, sub["id"], boundary=iso(NOV_1))
+    paid = merchant.get(f"/invoices/{invoice['id']}").json
+    assert paid["status"] == "paid" and paid["amount_paid"] == "58.80"
+    [charge] = charges_of(merchant, customer_id)
+    assert paid["payment_attempts"] == [
+        {"at": iso(NOV_1), "status": "succeeded", "payment_intent": charge["id"], "failure_code": None}
+    ]
+    # Stripe's webhook for that charge, delivered late and twice, changes nothing.
+    assert billing.reconcile_payment(charge)["status"] == "paid"
+    assert billing.reconcile_payment(charge)["status"] == "paid"
+    assert merchant.get(f"/invoices/{invoice['id']}").json == paid
+    assert merchant_id
+
+
+def test_the_dunning_run_resumes_a_charge_whose_worker_died(merchant, clock):
+    customer_id = new_customer(merchant)
+    sub = subscribe(merchant, customer_id, simple_offer(merchant), start_at=iso(NOV_1))
+    billing.use_gateway(CrashAfterCharge())
+    try:
+        with pytest.raises(SystemExit):
+            bill(merchant, sub["id"])
+    finally:
+        billing.use_gateway(None)
+    assert jobs.dunning_scheduler(clock.now(), inline=True)["due"] == 0
+    clock.set(clock.now() + timedelta(minutes=6))
+    result = jobs.dunning_scheduler(clock.now(), inline=True)
+    assert result["due"] == 1 and result["processed"][0]["status"] == "paid"
+    assert len(charges_of(merchant, customer_id)) == 1
+
+
+# ---------------------------------------------------------------------------
+# Dunning
+
+
+def test_a_declined_card_is_retried_three_times_then_the_subscription_is_canceled(new_merchant, clock, published):
+    merchant = new_merchant(dunning_retry_days=[1, 3, 5])
+    customer_id = new_customer(merchant, card=CARD_DECLINED_ON_CHARGE)
+    sub = subscribe(merchant, customer_id, simple_offer(merchant), start_at=iso(NOV_1))
+    bill(merchant, sub["id"])
+    [invoice] = invoices_of(merchant, sub["id"])
+    assert invoice["status"] == "open"
+    assert [a["status"] for a in invoice["payment_attempts"]] == ["failed"]
+    assert invoice["payment_attempts"][0]["failure_code"] == "card_declined"
+    assert invoice["next_payment_attempt"] == iso(NOV_1 + timedelta(days=1))
+    assert invoice["payment_link"]["url"].startswith("http")
+    assert merchant.get(f"/subscriptions/{sub['id']}").json["status"] == "past_due"
+
+    # Retries are counted from the first failure: +1, +3, +5 days.
+    for day, expected_next in ((1, 3), (3, 5)):
+        clock.set(NOV_1 + timedelta(days=day, minutes=1))
+        assert jobs.dunning_scheduler(clock.now(), inline=True)["due"] == 1
+        current = merchant.get(f"/invoices/{invoice['id']}").json
+        assert current["status"] == "open"
+        assert current["next_payment_attempt"] == iso(NOV_1 + timedelta(days=expected_next))
+        assert merchant.get(f"/subscriptions/{sub['id']}").json["status"] == "past_due"
+    clock.set(NOV_1 + timedelta(days=4))
+    assert jobs.dunning_scheduler(clock.now(), inline=True)["due"] == 0  # not before its day
+
+    clock.set(NOV_1 + timedelta(days=5, minutes=1))
+    assert jobs.dunning_scheduler(clock.now(), inline=True)["due"] == 1
+    final = merchant.get(f"/invoices/{invoice['id']}").json
+    assert final["status"] == "uncollectible" and final["next_payment_attempt"] is None
+    assert [a["status"] for a in final["payment_attempts"]] == ["failed"] * 4
+    assert len({a["payment_intent"] for a in final["payment_attempts"]}) == 4
+    assert len(charges_of(merchant, customer_id)) == 4
+    canceled = merchant.get(f"/subscriptions/{sub['id']}").json
+    assert canceled["status"] == "canceled" and canceled["cancellation_reason"] == "payment_failed"
+    assert canceled["next_billing_at"] is None
+    assert len(published.of_type("invoice.payment_failed")) == 4
+    assert len(published.of_type("invoice.marked_uncollectible")) == 1
+    assert published.of_type("subscription.canceled")[-1]["subscription"]["cancellation_reason"] == "payment_failed"
+    # Nothing more is ever tried.
+    clock.set(NOV_1 + timedelta(days=40))
+    assert jobs.dunning_scheduler(clock.now(), inline=True)["due"] == 0
+    assert jobs.billing_scheduler(clock.now(), inline=True)["due"] == 0
+
+
+def test_a_new_card_retries_at_once_and_reactivates(merchant, clock):
+    customer_id = new_customer(merchant, card=None)
+    sub = subscribe(merchant, customer_id, simple_offer(merchant), start_at=iso(NOV_1))
+    assert sub["status"] == "incomplete"
+    bill(merchant, sub["id"])
+    [invoice] = invoices_of(merchant, sub["id"])
+    assert invoice["status"] == "open"
+    assert invoice["payment_attempts"][0]["failure_code"] == "no_payment_method"
+    assert invoice["payment_link"]["url"].startswith("http")
+    assert merchant.get(f"/subscriptions/{sub['id']}").json["status"] == "incomplete"
+    assert merchant.post(f"/invoices/{invoice['id']}/pay").json["error"]["code"] == "no_payment_method"
+
+    clock.set(NOV_1 + timedelta(hours=5))
+    save_card(merchant, customer_id)  # the payment page: the hook retries the open invoices
+    paid = merchant.get(f"/invoices/{invoice['id']}").json
+    assert paid["status"] == "paid" and [a["status"] for a in paid["payment_attempts"]] == ["failed", "succeeded"]
+    assert merchant.get(f"/subscriptions/{sub['id']}").json["status"] == "active"
+    assert len(charges_of(merchant, customer_id)) == 1
+
+
+def test_payment_webhooks_are_recorded_once(merchant, clock):
+    customer_id = new_customer(merchant, card=CARD_DECLINED_ON_CHARGE)
+    sub = subscribe(merchant, customer_id, simple_offer(merchant), start_at=iso(NOV_1))
+    bill(merchant, sub["id"])
+    [invoice] = invoices_of(merchant, sub["id"])
+    [charge] = charges_of(merchant, customer_id)
+    before = merchant.get(f"/invoices/{invoice['id']}").json
+    # payment_intent.payment_failed for the attempt already recorded: nothing moves.
+    assert billing.reconcile_payment(charge)["status"] == "open"
+    assert merchant.get(f"/invoices/{invoice['id']}").json == before
+    # A PaymentIntent that is none of our invoices' is ignored.
+    assert billing.reconcile_payment({**charge, "metadata": {}}) is None
+
+
+# ---------------------------------------------------------------------------
+# Calendars, changes, catch-up
+
+
+@pytest.mark.parametrize("year, february_end", [(2027, 28), (2028, 29)])
+def test_periods_anchored_on_31_january(new_merchant, clock, year, february_end):
+    merchant = new_merchant(timezone="UTC")
+    customer_id = new_customer(merchant)
+    start = datetime(year, 1, 31, tzinfo=UTC)
+    clock.set(start)
+    sub = subscribe(merchant, customer_id, simple_offer(merchant), start_at=iso(start))
+    bill(merchant, sub["id"])
+    for moment in (datetime(year, 2, february_end, 0, 1, tzinfo=UTC), datetime(year, 3, 31, 0, 1, tzinfo=UTC)):
+        clock.set(moment)
+        jobs.billing_scheduler(clock.now(), inline=True)
+    periods = [(i["lines"][-1]["period_start"], i["lines"][-1]["period_end"]) for i in invoices_of(merchant, sub["id"])]
+    feb = f"{year}-02-{february_end:02d}T00:00:00Z"
+    assert periods == [
+        (f"{year}-01-31T00:00:00Z", feb),
+        (feb, f"{year}-03-31T00:00:00Z"),
+        (f"{year}-03-31T00:00:00Z", f"{year}-04-30T00:00:00Z"),
+    ]
+    assert merchant.get(f"/subscriptions/{sub['id']}").json["next_billing_at"] == f"{year}-04-30T00:00:00Z"
+
+
+def test_a_change_on_day_10_is_prorated_on_an_invoice_now(new_merchant, clock):
+    """November (UTC merchant) has 30 days; the change at 10 Nov 12:00 leaves
+    20 whole days: 20/30 of the fees is credited (old) and charged (new).
+      montage so far   10 x 1.20                  = 12.00
+      unused base      -49.00 x 20/30             = -32.67
+      base, rest       49.00 x 20/30              =  32.67
+      express, rest    30.00 x 20/30              =  20.00
+      subtotal 32.00, VAT 6.40, total 38.40"""
+    merchant = new_merchant(timezone="UTC")
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    clock.set(start)
+    customer_id = new_customer(merchant)
+    sub = subscribe(merchant, customer_id, simple_offer(merchant), start_at=iso(start))
+    bill(merchant, sub["id"])
+    clock.set(datetime(2026, 11, 10, 12, tzinfo=UTC))
+    record_usage(merchant, sub["id"], datetime(2026, 11, 5, tzinfo=UTC), montages="10")
+    changed = merchant.post(f"/subscriptions/{sub['id']}/change", {"options": ["express"], "effective": "immediately"})
+    assert changed.status == 200, changed
+    [issued] = billing.invoice_now(merchant.merchant["id"], sub["id"])
+    assert [(l["kind"], l["component"], l["amount"]) for l in issued["lines"]] == [
+        ("usage", "montage", "12.00"),
+        ("proration", "base", "-32.67"),
+        ("fee", "base", "32.67"),
+        ("option", "express", "20.00"),
+    ]
+    assert (issued["subtotal"], issued["tax"], issued["total"]) == ("32.00", [{"rate": "20.0", "amount": "6.40"}],
+                                                                     "38.40")
+    assert issued["status"] == "paid" and issued["billing_reason"] == "subscription_update"
+    # At the boundary the rest of November's usage only, and December with the option.
+    clock.set(datetime(2026, 11, 25, tzinfo=UTC))
+    record_usage(merchant, sub["id"], datetime(2026, 11, 20, tzinfo=UTC), montages="4")
+    clock.set(datetime(2026, 12, 1, 0, 1, tzinfo=UTC))
+    bill(merchant, sub["id"])
+    december = invoices_of(merchant, sub["id"])[-1]
+    assert [(l["kind"], l["component"], l["quantity"], l["amount"]) for l in december["lines"]] == [
+        ("usage", "montage", "4", "4.80"),
+        ("fee", "base", "1", "49.00"),
+        ("option", "express", "1", "30.00"),
+    ]
+
+
+def test_a_subscription_three_months_late_catches_up_one_invoice_per_period_in_order(merchant, clock):
+    customer_id = new_customer(merchant)
+    sub = subscribe(merchant, customer_id, simple_offer(merchant), start_at=iso(NOV_1))
+    for month, count in ((11, 1), (12, 2), (1, 3)):
+        clock.set(datetime(2026 if month > 1 else 2027, month, 15, tzinfo=UTC))
+        record_usage(merchant, sub["id"], clock.now(), montages=str(count))
+    # Nothing ran since the start: 1 Feb (Paris) plus a day.
+    clock.set(datetime(2027, 2, 1, 12, tzinfo=UTC))
+    assert jobs.billing_scheduler(clock.now(), inline=True)["due"] == 1
+    invoices = invoices_of(merchant, sub["id"])
+    assert [i["number"] for i in invoices] == [f"OD2027-00000{n}" for n in range(1, 5)]
+    assert [i["billing_reason"] for i in invoices] == ["subscription_create"] + ["subscription_cycle"] * 3
+    usage = [[(l["quantity"], l["period_start"]) for l in i["lines"] if l["kind"] == "usage"] for i in invoices]
+    assert usage == [[], [("1", iso(NOV_1))], [("2", iso(DEC_1))], [("3", iso(JAN_1))]]
+    assert all(i["status"] == "paid" for i in invoices)
+    assert len(charges_of(merchant, customer_id)) == 4
+    assert merchant.get(f"/subscriptions/{sub['id']}").json["current_period_start"] == "2027-01-31T23:00:00Z"
+
+
+def test_trial_then_cancel_at_period_end(merchant, clock):
+    customer_id = new_customer(merchant)
+    sub = subscribe(merchant, customer_id, simple_offer(merchant), start_at=iso(NOV_1), trial_days=14)
+    clock.set(NOV_1 + timedelta(days=3))
+    record_usage(merchant, sub["id"], NOV_1 + timedelta(days=2), montages="7")
+    clock.set(NOV_1 + timedelta(days=14, minutes=1))
+    jobs.billing_scheduler(clock.now(), inline=True)
+    [first] = invoices_of(merchant, sub["id"])
+    # No usage charged during the trial; the first paid period's fees.
+    assert [(l["kind"], l["amount"]) for l in first["lines"]] == [("fee", "49.00")]
+    assert merchant.get(f"/subscriptions/{sub['id']}").json["status"] == "active"
+    # Late usage of the trial is still not charged.
+    record_usage(merchant, sub["id"], NOV_1 + timedelta(days=3), montages="9")
+    assert merchant.post(f"/subscriptions/{sub['id']}/cancel", {"at_period_end": True}).status == 200
+    period_end = merchant.get(f"/subscriptions/{sub['id']}").json["current_period_end"]
+    clock.set(clock.now() + timedelta(days=3))
+    record_usage(merchant, sub["id"], clock.now(), montages="2")
+    clock.set(datetime.fromisoformat(period_end.replace("Z", "+00:00")) + timedelta(minutes=1))
+    jobs.billing_scheduler(clock.now(), inline=True)
+    last = invoices_of(merchant, sub["id"])[-1]
+    assert [(l["kind"], l["quantity"], l["amount"]) for l in last["lines"]] == [("usage", "2", "2.40")]
+    canceled = merchant.get(f"/subscriptions/{sub['id']}").json
+    assert canceled["status"] == "canceled" and canceled["next_billing_at"] is None
+
+
+def test_paused_periods_bill_no_fees_and_their_usage_after_the_resume(merchant, clock):
+    customer_id = new_customer(merchant)
+    sub = subscribe(merchant, customer_id, simple_offer(merchant), start_at=iso(NOV_1))
+    bill(merchant, sub["id"])
+    clock.set(datetime(2026, 11, 20, tzinfo=UTC))
+    assert merchant.post(f"/subscriptions/{sub['id']}/pause").status == 200
+    record_usage(merchant, sub["id"], clock.now(), montages="3")
+    clock.set(DEC_1 + timedelta(minutes=1))
+    jobs.billing_scheduler(clock.now(), inline=True)
+    assert len(invoices_of(merchant, sub["id"])) == 1  # nothing billed while paused
+    clock.set(datetime(2026, 12, 10, tzinfo=UTC))
+    record_usage(merchant, sub["id"], clock.now(), montages="4")
+    clock.set(JAN_1 + timedelta(minutes=1))
+    jobs.billing_scheduler(clock.now(), inline=True)
+    assert len(invoices_of(merchant, sub["id"])) == 1
+    clock.set(datetime(2027, 1, 10, tzinfo=UTC))
+    assert merchant.post(f"/subscriptions/{sub['id']}/resume").status == 200
+    jobs.billing_scheduler(clock.now(), inline=True)  # the rest of January's fees, now
+    clock.set(datetime(2027, 1, 31, 23, 1, tzinfo=UTC))
+    jobs.billing_scheduler(clock.now(), inline=True)
+    invoices = invoices_of(merchant, sub["id"])
+    resumed = invoices[-1]
+    usage = [(l["quantity"], l["period_start"]) for l in resumed["lines"] if l["kind"] == "usage"]
+    assert usage == [("3", iso(NOV_1)), ("4", iso(DEC_1)), ("0", iso(JAN_1))]
+    assert [l["component"] for l in resumed["lines"] if l["kind"] == "fee"] == ["base"]
+
+
+# ---------------------------------------------------------------------------
+# Money rules on the invoice
+
+
+def test_a_tax_exempt_customer_gets_a_reverse_charge_and_credit_is_used_first(merchant, clock):
+    customer_id = new_customer(merchant, country="DE", tax_exempt=True)
+    sub = subscribe(merchant, customer_id, simple_offer(merchant), start_at=iso(NOV_1))
+    merchant_id = merchant.merchant["id"]
+    from chalicelib.store.base import transaction
+
+    with transaction() as write:  # a credit the customer earned earlier
+        customer_store.credit_balance_update(write, merchant_id, customer_id, "EUR", Decimal(0), Decimal("20.00"))
+    bill(merchant, sub["id"])
+    [invoice] = invoices_of(merchant, sub["id"])
+    assert invoice["tax"] == [{"rate": "0", "amount": "0.00"}] and invoice["reverse_charge"] is True
+    assert (invoice["subtotal"], invoice["total"], invoice["credit_applied"]) == ("49.00", "49.00", "20.00")
+    # What was left after the credit was charged: paid, nothing due.
+    assert (invoice["status"], invoice["amount_paid"], invoice["amount_due"]) == ("paid", "29.00", "0.00")
+    assert customer_store.get_customer(merchant_id, customer_id).credit_balance("EUR") == 0
+    assert [c["amount"] for c in charges_of(merchant, customer_id)] == [2900]
+
+
+def test_a_zero_invoice_is_paid_at_once_without_stripe(merchant, clock):
+    customer_id = new_customer(merchant, card=None)
+    offer_id = simple_offer(merchant, code="free", base="0.00")
+    sub = subscribe(merchant, customer_id, offer_id, start_at=iso(NOV_1))
+    bill(merchant, sub["id"])
+    [invoice] = invoices_of(merchant, sub["id"])
+    assert invoice["status"] == "paid" and invoice["total"] == "0.00" and invoice["payment_attempts"] == []
+    assert invoice["number"] == "OD2026-000001"
+
+
+# ---------------------------------------------------------------------------
+# Numbers
+
+
+def test_numbers_are_gapless_under_concurrent_finalization(merchant, clock, atomic_dynamodb):
+    """Twelve drafts finalized by twelve threads at once (each re-reads the
+    counter after losing a race), and a finalization that fails on its own
+    invoice: the numbers are 1..12, each once, none skipped."""
+    merchant_id = merchant.merchant["id"]
+    drafts = []
+    for n in range(12):
+        record = invoice_store.InvoiceRecord(
+            *invoice_store.InvoiceRecord.key(merchant_id, f"inv_draft{n:02d}"),
+            merchant_id=merchant_id, invoice_id=f"inv_draft{n:02d}", status="draft",
+            billing_reason="manual", customer_id="cus_x", currency="EUR", invoice_date=iso(NOV_1),
+            lines="[]", tax="[]", subtotal="0.00", tax_amount="0.00", total="0.00", credit_applied="0.00",
+            amount_due="0.00", amount_paid="0.00", starting_balance="0.00", ending_balance="0.00",
+            created_at=iso(NOV_1),
+        )
+        assert invoice_store.save_draft(record)
+        drafts.append(record)
+    assert not invoice_store.save_draft(drafts[0])  # its id exists: never a second invoice
+    start = threading.Barrier(len(drafts))
+    errors = []
+
+    def finalize(record):
+        try:
+            start.wait(30)
+            invoice_store.finalize(record, prefix="OD", year=2026, finalized_at=iso(NOV_1), new=False)
+        except Exception as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=finalize, args=(record,)) for record in drafts]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors, errors
+    numbers = sorted(invoice_store.get_invoice(merchant_id, r.invoice_id).number for r in drafts)
+    assert numbers == [f"OD2026-{n:06d}" for n in range(1, 13)]
+    assert invoice_store.last_number(merchant_id, 2026) == 12
+    # Finalizing again is refused and takes no number.
+    from chalicelib.domain.errors import Conflict
+
+    with pytest.raises(Conflict):
+        invoice_store.finalize(drafts[0], prefix="OD", year=2026, finalized_at=iso(NOV_1), new=False)
+    assert invoice_store.last_number(merchant_id, 2026) == 12
+
+
+def test_invoices_of_many_subscriptions_billed_at_once_take_consecutive_numbers(merchant, clock, atomic_dynamodb):
+    offer_id = simple_offer(merchant)
+    subs = [subscribe(merchant, new_customer(merchant, name=f"Labo {n}"), offer_id, start_at=iso(NOV_1))
+            for n in range(6)]
+    errors = []
+    start = threading.Barrier(len(subs))
+
+    def run(sub):
+        try:
+            start.wait(30)
+            bill(merchant, sub["id"])
+        except Exception as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(sub,)) for sub in subs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not errors, errors
+    numbers = sorted(i["number"] for i in merchant.get("/invoices?limit=100").json["data"])
+    assert numbers == [f"OD2026-{n:06d}" for n in range(1, 7)]
+
+
+# ---------------------------------------------------------------------------
+# The invoices API
+
+
+@pytest.fixture
+def two_invoices(merchant, clock):
+    customer_id = new_customer(merchant, locale="fr")
+    sub = subscribe(merchant, customer_id, simple_offer(merchant), start_at=iso(NOV_1))
+    bill(merchant, sub["id"])
+    clock.set(DEC_1 + timedelta(minutes=1))
+    bill(merchant, sub["id"])
+    return customer_id, sub["id"], invoices_of(merchant, sub["id"])
+
+
+def test_listing_by_customer_subscription_and_status(merchant, clock, two_invoices):
+    customer_id, sub_id, invoices = two_invoices
+    other_customer = new_customer(merchant, card=None, name="Autre")
+    subscribe(merchant, other_customer, simple_offer(merchant, code="other"), start_at=iso(clock.now()))
+    billing.bill_subscription(merchant.merchant["id"],
+                              merchant.get(f"/subscriptions?customer_id={other_customer}").json["data"][0]["id"])
+    everything = merchant.get("/invoices").json["data"]
+    assert len(everything) == 3 and everything[0]["customer_id"] == other_customer  # newest first
+    assert [i["id"] for i in merchant.get(f"/invoices?customer_id={customer_id}").json["data"]] == [
+        invoices[1]["id"], invoices[0]["id"]]
+    assert len(merchant.get(f"/invoices?subscription_id={sub_id}&status=paid").json["data"]) == 2
+    assert [i["customer_id"] for i in merchant.get("/invoices?status=open").json["data"]] == [other_customer]
+    assert merchant.get(f"/invoices?customer_id={customer_id}&status=open").json["data"] == []
+    first = merchant.get("/invoices?limit=2").json
+    assert first["has_more"] is True and len(first["data"]) == 2
+    rest = merchant.get(f"/invoices?limit=2&cursor={first['next_cursor']}").json
+    assert rest["has_more"] is False and [i["id"] for i in rest["data"]] == [invoices[0]["id"]]
+    page = merchant.get(f"/invoices?customer_id={customer_id}&limit=1").json
+    assert page["has_more"] is True
+    assert merchant.get(f"/invoices?customer_id={customer_id}&limit=1&cursor={page['next_cursor']}").json[
+        "data"][0]["id"] == invoices[0]["id"]
+    bad = merchant.get("/invoices?status=late")
+    assert bad.status == 400 and bad.json["error"]["param"] == "status"
+    assert merchant.get("/invoices?customer_id=nope").json["error"]["param"] == "customer_id"
+    assert merchant.get("/invoices?cursor=Zm9v").json["error"]["param"] == "cursor"
+    # The customer page shows its latest invoices.
+    page = merchant.get(f"/customers/{customer_id}").json
+    assert [i["id"] for i in page["latest_invoices"]] == [invoices[1]["id"], invoices[0]["id"]]
+
+
+def test_an_invoice_is_the_merchants_only(merchant, new_merchant, clock, two_invoices):
+    _, _, invoices = two_invoices
+    other = new_merchant(name="Autre opticien", invoice_prefix="AO")
+    for path in ("", "/pdf"):
+        assert other.get(f"/invoices/{invoices[0]['id']}{path}", headers={"Accept": "application/pdf"}).status == 404
+    assert other.post(f"/invoices/{invoices[0]['id']}/void").status == 404
+    assert other.get("/invoices").json["data"] == []
+    assert merchant.get("/invoices/inv_nope").status == 404
+
+
+def test_the_pdf_is_a_real_invoice_in_the_customers_language(merchant, clock, two_invoices, client):
+    _, _, invoices = two_invoices
+    response = client.http.get(
+        f"/invoices/{invoices[1]['id']}/pdf",
+        headers={"Authorization": f"Bearer {merchant.key}", "Accept": "application/pdf"},
+    )
+    assert response.status_code == 200, response.body
+    assert response.headers["Content-Type"] == "application/pdf"
+    assert "OD2026-000002.pdf" in response.headers["Content-Disposition"]
+    document = response.body
+    assert document.startswith(b"%PDF-") and document.rstrip().endswith(b"%%EOF")
+    text = pdf_text(document)
+    for expected in ("Facture", "OD2026-000002", "Optique Durand", "Labo Martin", "Total TTC", "TVA 20,0 %",
+                     "58,80", "01/12/2026", "indemnité forfaitaire"):
+        assert expected in text, expected
+    refused = client.http.get(f"/invoices/{invoices[1]['id']}/pdf",
+                              headers={"Authorization": f"Bearer {merchant.key}", "Accept": "application/json"})
+    assert refused.status_code == 400 and json.loads(refused.body)["error"]["param"] == "Accept"
+
+
+def test_the_pdf_of_a_reverse_charge_invoice_says_so_in_english(merchant, clock):
+    customer_id = new_customer(merchant, country="DE", tax_exempt=True, locale="en")
+    sub = subscribe(merchant, customer_id, simple_offer(merchant), start_at=iso(NOV_1))
+    bill(merchant, sub["id"])
+    [invoice] = invoices_of(merchant, sub["id"])
+    document, name = billing.invoice_pdf(merchant.merchant["id"], invoice["id"])
+    text = pdf_text(document)
+    assert "Invoice" in text and "Reverse charge" in text and "2026-11-01" in text and name.endswith(".pdf")
+
+
+def pdf_text(document: bytes) -> str:
+    """The text drawn on the pages (fpdf2 writes uncompressed-or-zlib content streams of Tj strings)."""
+    import re
+    import zlib
+
+    text = []
+    for stream in re.findall(rb"stream\r?\n(.*?)\r?\nendstream", document, re.S):
+        try:
+            content = zlib.decompress(stream)
+        except zlib.error:
+            content = stream
+        for chunk in re.findall(rb"\((.*?)(?<!\\)\)\s*Tj", content, re.S):
+            text.append(chunk.replace(rb"\(", b"(").replace(rb"\)", b")").replace(rb"\\", b"\\").decode("cp1252"))
+    return " ".join(text)
+
+
+def test_pay_now_and_void(merchant, clock):
+    customer_id = new_customer(merchant, card=CARD_DECLINED_ON_CHARGE)
+    sub = subscribe(merchant, customer_id, simple_offer(merchant), start_at=iso(NOV_1))
+    bill(merchant, sub["id"])
+    [invoice] = invoices_of(merchant, sub["id"])
+    declined = merchant.post(f"/invoices/{invoice['id']}/pay")
+    assert declined.status == 402 and declined.json["error"]["code"] == "card_declined"
+    after = merchant.get(f"/invoices/{invoice['id']}").json
+    assert [a["status"] for a in after["payment_attempts"]] == ["failed", "failed"]
+    # The customer enters a working card: the hook pays the invoice.
+    save_card(merchant, customer_id, CARD_OK)
+    assert merchant.get(f"/invoices/{invoice['id']}").json["status"] == "paid"
+    already = merchant.post(f"/invoices/{invoice['id']}/pay")
+    assert already.status == 409 and already.json["error"]["code"] == "invalid_state"
+    refused = merchant.post(f"/invoices/{invoice['id']}/void")
+    assert refused.status == 409 and refused.json["error"]["code"] == "invalid_state"
+
+    # December's invoice fails, is voided: its number stays used, nothing is due.
+    clock.set(DEC_1 + timedelta(minutes=1))
+    billing.use_gateway(Declining())
+    try:
+        bill(merchant, sub["id"])
+    finally:
+        billing.use_gateway(None)
+    december = invoices_of(merchant, sub["id"])[-1]
+    assert december["status"] == "open"
+    assert merchant.get(f"/subscriptions/{sub['id']}").json["status"] == "past_due"
+    voided = merchant.post(f"/invoices/{december['id']}/void")
+    assert voided.status == 200 and voided.json["status"] == "void" and voided.json["number"] == "OD2026-000002"
+    assert voided.json["next_payment_attempt"] is None
+    assert merchant.get(f"/subscriptions/{sub['id']}").json["status"] == "active"
+    clock.set(DEC_1 + timedelta(days=10))
+    assert jobs.dunning_scheduler(clock.now(), inline=True)["due"] == 0
+    clock.set(JAN_1 + timedelta(minutes=1))
+    bill(merchant, sub["id"])
+    assert invoices_of(merchant, sub["id"])[-1]["number"] == "OD2027-000001"
+
+
+class Declining:
+    """Stripe declining every charge (a bank's bad day), through the real gateway's error type."""
+
+    def __getattr__(self, name):
+        return getattr(payments, name)
+
+    def charge_invoice(self, **kwargs):
+        raise payments.Declined("insufficient_funds", "declined")
