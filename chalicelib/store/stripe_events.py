@@ -80,7 +80,9 @@ class LatestCardSetupRecord(BillingRecord):
 def claim_newest_card_setup(merchant_id: str, customer_id: str, setup_intent_id: str, created: int) -> bool:
     """True if no newer SetupIntent has made its card the customer's default:
     this one may (and is now the newest). Repeating it for the same
-    SetupIntent is True again."""
+    SetupIntent is True again. Stripe's `created` counts seconds, so two
+    setups of the same second tie and the later arrival wins: a customer
+    entering a second card is always the later one."""
     record = LatestCardSetupRecord(
         *LatestCardSetupRecord.key(merchant_id, customer_id),
         setup_intent_id=setup_intent_id,
@@ -89,7 +91,7 @@ def claim_newest_card_setup(merchant_id: str, customer_id: str, setup_intent_id:
     try:
         record.save(
             condition=LatestCardSetupRecord.pk.does_not_exist()
-            | (LatestCardSetupRecord.setup_intent_created < created)
+            | (LatestCardSetupRecord.setup_intent_created <= created)
             | (LatestCardSetupRecord.setup_intent_id == setup_intent_id)
         )
     except PutError as error:

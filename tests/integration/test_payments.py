@@ -580,11 +580,29 @@ def test_an_older_setup_delivered_late_never_takes_the_default_back(merchant, cu
     newer = confirm_in_browser(page_config(open_page(merchant, token).html)["clientSecret"], CARD_OK, 2, 2031)
     assert merchant.as_key(None).post(f"/pay/{token}/complete", {"setup_intent": newer}).status == 200
 
-    # The older SetupIntent's webhook, redelivered after the newer card was set up.
-    late = deliver(merchant, event("setup_intent.succeeded", stripe_client().v1.setup_intents.retrieve(older).to_dict()))
+    # The older SetupIntent's webhook, redelivered after the newer card was
+    # set up. localstripe stamps both in the same second (a tie goes to the
+    # later arrival, see the next test); a customer takes longer than that.
+    late_intent = stripe_client().v1.setup_intents.retrieve(older).to_dict()
+    late_intent["created"] -= 60
+    late = deliver(merchant, event("setup_intent.succeeded", late_intent))
     assert late.status == 200
     shown = merchant.get(f"/customers/{cus['id']}").json["default_payment_method"]
     assert (shown["exp_month"], shown["exp_year"]) == (2, 2031)
     stripe_customer = stripe_client().v1.setup_intents.retrieve(newer)["customer"]
     default = stripe_client().v1.customers.retrieve(stripe_customer)["invoice_settings"]["default_payment_method"]
     assert default == stripe_client().v1.setup_intents.retrieve(newer)["payment_method"]
+
+
+def test_two_setups_of_the_same_second_go_to_the_later_arrival(merchant, customer):
+    cus = customer()
+    token = token_of(merchant.post(f"/customers/{cus['id']}/payment-link").json)
+    first = confirm_in_browser(page_config(open_page(merchant, token).html)["clientSecret"], CARD_OK, 1, 2030)
+    second = confirm_in_browser(page_config(open_page(merchant, token).html)["clientSecret"], CARD_OK, 2, 2031)
+    same_second = stripe_client().v1.setup_intents.retrieve(first)["created"]
+    for setup_intent, created in ((first, same_second), (second, same_second)):
+        intent = stripe_client().v1.setup_intents.retrieve(setup_intent).to_dict()
+        intent["created"] = created
+        assert deliver(merchant, event("setup_intent.succeeded", intent)).status == 200
+    shown = merchant.get(f"/customers/{cus['id']}").json["default_payment_method"]
+    assert (shown["exp_month"], shown["exp_year"]) == (2, 2031)
