@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAGE ?= dev
 
-.PHONY: install system-deps run simulate test test-unit test-integration test-e2e bench package deploy clean
+.PHONY: install system-deps run simulate test test-unit test-integration test-e2e bench package deploy clean openapi
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,28 @@ test-integration: install
 
 test-e2e: install system-deps
 	$(PY) -m pytest tests/e2e
+
+# Every benchmark of tests/bench (rating, ingestion, billing, API, package and
+# cold imports), the cost model; writes docs/performance.md and
+# docs/performance.json from that run. `make bench BENCH_ARGS=--quick`: small sizes.
+bench: install
+	$(PY) -m tests.bench.run $(BENCH_ARGS)
+
+# Deployment package of a stage: build/$(STAGE)/template.yaml and
+# deployment.zip (compiled .pyc), checked by cfn-lint (docs/deploy.md).
+package: install
+	$(PY) -m infra.aws.package --stage $(STAGE)
+
+# `make deploy STAGE=prod DEPLOY_BUCKET=my-artifacts DEPLOY_ARGS='--parameter AlertSender=...'`:
+# a CloudFormation change set of the packaged stage, executed (docs/deploy.md).
+deploy: package
+	@test -n "$(DEPLOY_BUCKET)" || { echo "usage: make deploy STAGE=prod DEPLOY_BUCKET=<s3 bucket> [DEPLOY_ARGS='--parameter Name=value ...']" >&2; exit 2; }
+	$(PY) -m infra.aws.deploy --stage $(STAGE) --bucket $(DEPLOY_BUCKET) $(DEPLOY_ARGS)
+
+# The OpenAPI document, generated from the routes and their models; a test
+# fails when the checked-in copy is stale.
+openapi: install
+	$(PY) -m chalicelib.api.openapi docs/openapi.json
 
 clean:
 	rm -rf $(VENV) build .local-stage test-artifacts .pytest_cache .hypothesis

@@ -6,6 +6,8 @@ from chalicelib.api import payment_page, stripe_webhook
 from chalicelib.api import customers, subscriptions
 from chalicelib.api import devices, usage
 from chalicelib.api import invoices
+from chalicelib.api import reports
+from chalicelib.api import reference
 from chalicelib import jobs
 from chalicelib.config import settings
 
@@ -22,8 +24,20 @@ app.register_blueprint(subscriptions.blueprint)
 app.register_blueprint(devices.blueprint)
 app.register_blueprint(usage.blueprint)
 app.register_blueprint(invoices.blueprint)
+app.register_blueprint(reports.blueprint)
+app.register_blueprint(reference.blueprint)
 # Invoice PDFs (GET /invoices/{id}/pdf) leave API Gateway as binary.
 app.api.binary_types.append("application/pdf")
+# The accounting export (GET /exports/invoices.csv), gzip-compressed.
+app.api.binary_types.append("text/csv")
+
+
+# The billing table's stream: the monthly report aggregates (the packager
+# points it at the BillingTable's stream; the ARN here names the table).
+@app.on_dynamodb_record(stream_arn=jobs.REPORT_FEED_STREAM, batch_size=100, starting_position="TRIM_HORIZON",
+                        maximum_batching_window_in_seconds=1)
+def report_feed(event):
+    return jobs.report_feed(event.to_dict(), event.context)
 
 
 @app.on_sqs_message(queue="UsageQueue", batch_size=100, maximum_batching_window_in_seconds=5)
@@ -44,6 +58,16 @@ def dunning_scheduler(event):
 @app.on_sqs_message(queue="BillingQueue", batch_size=1, maximum_concurrency=settings().billing_worker_concurrency)
 def billing_worker(event):
     return jobs.billing_worker(event.to_dict(), event.context)
+
+
+@app.schedule(jobs.scheduled_job("card_expiry_scan").rate())
+def card_expiry_scan(event):
+    return jobs.run_scheduled("card_expiry_scan")
+
+
+@app.on_sqs_message(queue="NotificationsQueue", batch_size=10)
+def send_notifications(event):
+    return jobs.send_notifications(event.to_dict(), event.context)
 
 
 if settings().is_local:

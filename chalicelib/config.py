@@ -62,9 +62,20 @@ def settings() -> Settings:
         # billing worker makes about one write per second (a charge takes
         # ~1 s): this many workers saturate it without being throttled
         # (docs/performance.md, "Billing").
-        billing_worker_concurrency=int(env.get("BILLING_WORKER_CONCURRENCY", "25")),
+        billing_worker_concurrency=_within("BILLING_WORKER_CONCURRENCY", env.get("BILLING_WORKER_CONCURRENCY", "25"),
+                                           2, 1000),
         max_body_bytes=int(env.get("MAX_BODY_BYTES", str(256 * 1024))),
     )
+
+
+def _within(name: str, text: str, low: int, high: int) -> int:
+    """An integer setting that AWS bounds (an SQS event source's
+    MaximumConcurrency is 2..1000): refused here, at start, rather than by
+    CloudFormation half-way through a deploy."""
+    value = int(text)
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be between {low} and {high}, not {value}")
+    return value
 
 
 _SECRET_NAMES = {

@@ -65,11 +65,29 @@ def dunning_scheduler(now: datetime | None = None, inline: bool = False) -> dict
 
 def _dispatch(job: str, messages: list[dict], inline: bool) -> dict:
     if inline:
-        results = [handle_billing_message(message) for message in messages]
-        return {"due": len(messages), "processed": results}
+        return _handle_inline(job, messages)
     sent = send_billing_messages(messages)
     logger.info("billing messages enqueued", extra={"job": job, "count": sent})
     return {"due": len(messages), "enqueued": sent}
+
+
+def _handle_inline(job: str, messages: list[dict]) -> dict:
+    """Each message handled here, alone, as a billing worker would: one that
+    fails is reported with its error and put on the billing queue, where the
+    local driver retries it as SQS would redeliver it; the others go on."""
+    processed, failed = [], []
+    for message in messages:
+        try:
+            processed.append(handle_billing_message(message))
+        except Exception as error:  # one message's failure, like a worker's: logged, retried from the queue
+            logger.exception("billing message failed; left on the billing queue", extra={"job": job, **message})
+            processed.append({**message, "error": type(error).__name__})
+            failed.append(message)
+    result = {"due": len(messages), "processed": processed}
+    if failed:
+        result["failed"] = len(failed)
+        result["requeued"] = send_billing_messages(failed)
+    return result
 
 
 def send_billing_messages(messages: list[dict]) -> int:
@@ -133,7 +151,10 @@ def handle_billing_message(message: dict) -> dict:
 
     kind = message.get("type")
     if kind == "bill_subscription":
-        return billing.bill_subscription(message["merchant_id"], message["subscription_id"])
+        # The boundary lets a redelivered message resume the charge of a
+        # worker that died after issuing that boundary's invoice.
+        return billing.bill_subscription(message["merchant_id"], message["subscription_id"],
+                                         boundary=message.get("boundary"))
     if kind == "collect_invoice":
         return billing.collect_due_invoice(message["merchant_id"], message["invoice_id"])
     raise ValueError(f"unknown billing message type {kind!r}")
@@ -256,11 +277,39 @@ def usage_dead_letter_queue_url(source_arn: str = "") -> str:
     return _dead_letter_urls[source_arn]
 
 
+# -- alerts ----------------------------------------------------------------------
+
+
+def card_expiry_scan(now: datetime | None = None, inline: bool = False) -> dict:
+    """The daily alerts job: cards expiring this month or next (their
+    customers' e-mails and the merchants' digests), and every alert e-mail
+    overdue queued again (services/alerts.py)."""
+    from chalicelib.services import alerts
+
+    return alerts.scan_expiring_cards(now or clock().now(), inline)
+
+
+def send_notifications(event: dict, context: Any = None) -> dict:
+    """The notifications queue's consumer: one alert or digest per record,
+    each e-mailed through SES; a record whose e-mail was not sent (the
+    reason is written on the alert) fails alone and comes back."""
+    from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+
+    from chalicelib.services import alerts
+
+    def record_handler(record) -> dict:
+        return alerts.deliver(json.loads(record.body))
+
+    processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+    return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
+
+
 # -- the registry -----------------------------------------------------------------
 
 SCHEDULED_JOBS: tuple[ScheduledJob, ...] = (
     ScheduledJob("billing_scheduler", 15, billing_scheduler),
     ScheduledJob("dunning_scheduler", 60, dunning_scheduler),
+    ScheduledJob("card_expiry_scan", 24 * 60, card_expiry_scan),
 )
 
 
@@ -288,3 +337,23 @@ def run_jobs_fallen_due(before: datetime, now: datetime) -> list[dict]:
         if int(now.timestamp() // period) > int(before.timestamp() // period):
             ran.append({"name": job.name, "at": isoformat(now), "result": job.run(now, True)})
     return ran
+
+
+# -- reports ---------------------------------------------------------------------
+
+
+# The event source of report_feed as chalice sees it: names the template's
+# table (logical id); the packager replaces it with that table's StreamArn,
+# as it replaces a queue's name with the queue's ARN.
+REPORT_FEED_STREAM = "arn:aws:dynamodb:::table/BillingTable/stream/packaged"
+
+
+def report_feed(event: dict, context: Any = None) -> dict:
+    """The billing table stream's consumer: the monthly report aggregates
+    (services/reports.py says why a stream). Failures are reported from the
+    first failed record on (ReportBatchItemFailures with a stream): the
+    records before it are counted, it and those after it come back."""
+    from chalicelib.services import reports
+
+    failed = reports.feed_reports(event.get("Records", []))
+    return {"batchItemFailures": [{"itemIdentifier": sequence} for sequence in failed]}

@@ -1,5 +1,6 @@
 """The one gateway for what leaves the backend as a notification: domain
-events to Amazon EventBridge (and, with the alerts, e-mail through SES).
+events to Amazon EventBridge, and e-mail through Amazon SES (`send_email`,
+used by the alerts' consumer of the notifications queue only).
 
 Events are published after the change they describe is written, and a
 failed publish never fails the change: the write is the fact, the event is
@@ -65,3 +66,76 @@ def publish_event(detail_type: str, detail: dict, merchant_id: str) -> bool:
 
 def _loggable(entry: dict[str, Any]) -> dict[str, Any]:
     return {"detail_type": entry["DetailType"], "bus": entry["EventBusName"], "detail": entry["Detail"]}
+
+
+# -- e-mail (SES) ---------------------------------------------------------------
+
+_ses_client = None
+
+
+class MailNotSent(Exception):
+    """SES did not accept a message. `refused`: SES said no to this message
+    or this sender (rejected, sender not verified, sending paused): it takes
+    an operator to fix, but is still retried; otherwise SES was unreachable
+    or throttling. Either way the caller records it and tries again."""
+
+    def __init__(self, message: str, *, code: str, refused: bool):
+        super().__init__(message)
+        self.code = code
+        self.refused = refused
+
+
+_REFUSALS = {"MessageRejected", "MailFromDomainNotVerifiedException", "ConfigurationSetDoesNotExistException",
+             "ConfigurationSetSendingPausedException", "AccountSendingPausedException", "InvalidParameterValue"}
+
+
+def _ses():
+    global _ses_client
+    if _ses_client is None:
+        with _client_lock:
+            if _ses_client is None:
+                import boto3
+                from botocore.config import Config
+
+                from chalicelib.store.base import region
+
+                _ses_client = boto3.client("ses", region_name=region(),
+                                           config=Config(connect_timeout=3, read_timeout=10,
+                                                         retries={"mode": "standard", "max_attempts": 3}))
+    return _ses_client
+
+
+def reset_clients() -> None:
+    """Forget cached AWS clients (tests switch between moto instances)."""
+    global _client, _ses_client
+    _client = None
+    _ses_client = None
+
+
+def send_email(to: list[str], subject: str, text: str, html: str, *, sent_at) -> str:
+    """Send one e-mail (plain text and HTML alternatives) from the alert
+    sender to `to`; returns SES's message id, or raises `MailNotSent`.
+
+    A raw MIME message, so both parts travel as written (and the local
+    stage's outbox can show both); `sent_at` is its `Date` (the clock's now)."""
+    from email.message import EmailMessage
+    from email.utils import format_datetime
+
+    sender = settings().alert_sender
+    message = EmailMessage()
+    message["Subject"] = subject
+    message["From"] = sender
+    message["To"] = ", ".join(to)
+    message["Date"] = format_datetime(sent_at)
+    message.set_content(text)
+    message.add_alternative(html, subtype="html")
+    try:
+        answer = _ses().send_raw_email(Source=sender, Destinations=list(to),
+                                       RawMessage={"Data": message.as_bytes()})
+    except Exception as error:
+        code = getattr(error, "response", {}).get("Error", {}).get("Code") or type(error).__name__
+        refused = code in _REFUSALS
+        logger.warning("e-mail not sent", extra={"code": code, "refused": refused, "recipients": len(to)})
+        metrics.add_metric(name="AlertMailNotSent", unit="Count", value=1)
+        raise MailNotSent(str(error), code=code, refused=refused) from error
+    return answer["MessageId"]

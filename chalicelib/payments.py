@@ -398,13 +398,18 @@ def card_of(payment_method: dict) -> Card:
 # -- charges -----------------------------------------------------------------------
 
 
-def charge_idempotency_key(invoice_id: str, attempt: int) -> str:
-    return f"invoice-{invoice_id}-attempt-{attempt}"
+def charge_idempotency_key(invoice_id: str, attempt: int, retry: int | None = None) -> str:
+    """`invoice-{id}-attempt-{n}`; a retry of an attempt that is known to
+    have charged nothing gets a key of its own (`...-retry-{k}`): Stripe
+    answers a key's first result again for 24 h, a 500 included, so the
+    attempt's own key would fail the same way all day."""
+    key = f"invoice-{invoice_id}-attempt-{attempt}"
+    return key if retry is None else f"{key}-retry-{retry}"
 
 
 def charge_invoice(
     *, invoice_id: str, merchant_id: str, attempt: int, amount: Decimal, currency: str,
-    stripe_customer_id: str, payment_method_id: str,
+    stripe_customer_id: str, payment_method_id: str, retry: int | None = None,
 ) -> Payment:
     """Charge an invoice's amount due off-session on the customer's card.
 
@@ -418,7 +423,9 @@ def charge_invoice(
     charge and our write: before charging again for an attempt, the caller
     looks for it with `find_invoice_payments`. After `Unavailable` the
     charge may have happened all the same (a timeout after Stripe acted):
-    retry the same attempt (same key), never a new one, until it is known."""
+    retry the same attempt, never a new one, until it is known; once the
+    lookup shows nothing was charged, `retry` gives the call a key Stripe
+    has not answered yet."""
     if attempt < 1:
         raise ValueError("attempts are counted from 1")
     minor = to_minor(amount, currency)
@@ -439,7 +446,7 @@ def charge_invoice(
             "confirm": True,
             "metadata": {"invoice_id": invoice_id, "merchant_id": merchant_id, "attempt": str(attempt)},
         },
-        options={"idempotency_key": charge_idempotency_key(invoice_id, attempt)},
+        options={"idempotency_key": charge_idempotency_key(invoice_id, attempt, retry)},
     )
     payment = payment_of(_plain(intent))
     return _settled(payment)

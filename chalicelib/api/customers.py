@@ -53,13 +53,13 @@ class NewCustomer(CustomerFields):
     country: Country
 
 
-@endpoint(blueprint, "/customers", methods=("POST",), status=201)
+@endpoint(blueprint, "/customers", methods=("POST",), status=201, response="Customer")
 def create_customer(call: Call):
     fields = call.body(NewCustomer).model_dump(exclude_none=True)
     return customers.create_customer(call.merchant_id, fields)
 
 
-@endpoint(blueprint, "/customers")
+@endpoint(blueprint, "/customers", response="CustomerList")
 def list_customers(call: Call):
     items, next_cursor = customers.list_customers(
         call.merchant_id,
@@ -71,11 +71,11 @@ def list_customers(call: Call):
     return listing(items, next_cursor)
 
 
-@endpoint(blueprint, "/customers/{customer_id}")
+@endpoint(blueprint, "/customers/{customer_id}", response="CustomerRelationship")
 def get_customer(call: Call, customer_id: str):
     return customers.get_customer(call.merchant_id, customer_id)
 
 
-@endpoint(blueprint, "/customers/{customer_id}", methods=("PATCH",))
+@endpoint(blueprint, "/customers/{customer_id}", methods=("PATCH",), response="Customer")
 def update_customer(call: Call, customer_id: str):
     return customers.update_customer(call.merchant_id, customer_id, call.body(CustomerFields).changes())

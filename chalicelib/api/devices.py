@@ -25,13 +25,13 @@ class AttachDevice(BaseModel):
     subscription_id: ObjectId
 
 
-@endpoint(blueprint, "/devices", methods=("POST",), status=201)
+@endpoint(blueprint, "/devices", methods=("POST",), status=201, response="Device")
 def attach_device(call: Call):
     body = call.body(AttachDevice)
     device, created = devices.attach_device(call.merchant_id, body.device_id, body.subscription_id)
     return device if created else json_response(200, device)
 
 
-@endpoint(blueprint, "/devices/{device_id}")
+@endpoint(blueprint, "/devices/{device_id}", response="Device")
 def get_device(call: Call, device_id: str):
     return devices.get_device(call.merchant_id, device_id)

@@ -7,6 +7,6 @@ from chalicelib.config import settings
 blueprint = Blueprint(__name__)
 
 
-@endpoint(blueprint, "/health", auth="public")
+@endpoint(blueprint, "/health", auth="public", response="Health")
 def health(call: Call):
     return {"status": "ok", "stage": settings().stage, "version": settings().version}

@@ -23,6 +23,7 @@ from chalicelib.domain.errors import (
     BillingError,
     Conflict,
     InvalidRequest,
+    RateLimited,
     invalid_request_from_validation_error,
 )
 from chalicelib.observability import logger
@@ -126,6 +127,33 @@ def bearer_key(request) -> str | None:
     return key.strip()
 
 
+@dataclass(frozen=True)
+class Route:
+    """One method of one path, as `endpoint()` registered it: the route table
+    that the OpenAPI document and the security sweeps are generated from."""
+
+    path: str
+    method: str
+    auth: str
+    status: int
+    view: Callable
+    # The name of a model of chalicelib/api/responses.py (imported only when
+    # the document is built), or the media type of a non-JSON answer.
+    response: str | None
+    content_types: tuple[str, ...]
+
+
+def route_table(app) -> list[Route]:
+    """Every route the app serves (blueprints registered on it), in path order."""
+    table = []
+    for path, entries in app.routes.items():
+        for method, entry in entries.items():
+            route = getattr(entry.view_function, "routes", {}).get(method)
+            if route is not None:
+                table.append(route)
+    return sorted(table, key=lambda route: (route.path, route.method))
+
+
 def endpoint(
     blueprint: Blueprint,
     path: str,
@@ -134,12 +162,16 @@ def endpoint(
     auth: str = "merchant",
     status: int = 200,
     content_types: list[str] | None = None,
+    response: str | None = None,
 ) -> Callable:
     """Register `view(call, **path_params)` as a route.
 
     `auth` is "merchant" (a merchant API key), "operator" (the platform key,
     /admin/*) or "public". A view returns a JSON-able body (sent with
-    `status`) or a chalice Response of its own (HTML, PDF)."""
+    `status`) or a chalice Response of its own (HTML, PDF). `response` names
+    the answer's model in chalicelib/api/responses.py (or a media type such
+    as "application/pdf"); the request's model is the one the view passes to
+    `call.body()`, found by chalicelib/api/openapi.py."""
     if auth not in ("merchant", "operator", "public"):
         raise ValueError(auth)
 
@@ -153,19 +185,35 @@ def endpoint(
             try:
                 _authenticate(call, auth)
                 idempotency_key = (request.headers or {}).get("idempotency-key")
-                if request.method == "POST" and idempotency_key and auth != "public":
+                if request.method == "POST" and idempotency_key is not None and auth != "public":
                     return _idempotent(call, idempotency_key, lambda: _run(view, call, path_params, status))
                 return _run(view, call, path_params, status)
             except BillingError as error:  # authentication, idempotency
                 return error_response(error, request_id)
-            except Exception:
+            except Exception as error:
+                if _throttled(error):
+                    # DynamoDB is over its rate even after the retries: the
+                    # client's retry (same Idempotency-Key) will go through.
+                    logger.warning("throttled by DynamoDB", extra={"path": request.path})
+                    return error_response(RateLimited("too many requests at the moment; retry shortly"),
+                                          request_id)
                 logger.exception("unhandled error", extra={"path": request.path, "method": request.method})
                 return internal_error_response(request_id)
 
+        handle.routes = {
+            method: Route(path, method, auth, status, view, response, tuple(content_types or JSON_TYPES))
+            for method in methods
+        }
         blueprint.route(path, methods=list(methods), content_types=content_types or JSON_TYPES)(handle)
         return view
 
     return register
+
+
+def _throttled(error: Exception) -> bool:
+    from chalicelib.store.errors import is_throttled
+
+    return is_throttled(error)
 
 
 def _authenticate(call: Call, auth: str) -> None:
@@ -202,8 +250,10 @@ def _idempotent(call: Call, key: str, run: Callable[[], Response]) -> Response:
         IdempotencyValidationError,
     )
 
-    if len(key) > 255:
-        raise InvalidRequest("Idempotency-Key is longer than 255 characters", param="Idempotency-Key")
+    if not key.strip() or len(key) > 255:
+        # An empty key is a client bug: ignoring it would silently drop the
+        # protection against a double create that the client asked for.
+        raise InvalidRequest("Idempotency-Key must be 1 to 255 characters", param="Idempotency-Key")
     request = call.request
     fingerprint = hashlib.sha256(
         b"\n".join(

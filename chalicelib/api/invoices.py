@@ -12,7 +12,7 @@ blueprint = Blueprint(__name__)
 PDF = "application/pdf"
 
 
-@endpoint(blueprint, "/invoices")
+@endpoint(blueprint, "/invoices", response="InvoiceList")
 def list_invoices(call: Call):
     items, next_cursor = billing.list_invoices(
         call.merchant_id,
@@ -25,12 +25,12 @@ def list_invoices(call: Call):
     return listing(items, next_cursor)
 
 
-@endpoint(blueprint, "/invoices/{invoice_id}")
+@endpoint(blueprint, "/invoices/{invoice_id}", response="Invoice")
 def get_invoice(call: Call, invoice_id: str):
     return billing.get_invoice(call.merchant_id, invoice_id)
 
 
-@endpoint(blueprint, "/invoices/{invoice_id}/pdf")
+@endpoint(blueprint, "/invoices/{invoice_id}/pdf", response="application/pdf")
 def get_invoice_pdf(call: Call, invoice_id: str):
     # API Gateway returns a binary body only to a client that accepts it
     # (chalice checks the same): say so in our own error format.
@@ -45,11 +45,11 @@ def get_invoice_pdf(call: Call, invoice_id: str):
     )
 
 
-@endpoint(blueprint, "/invoices/{invoice_id}/pay", methods=("POST",))
+@endpoint(blueprint, "/invoices/{invoice_id}/pay", methods=("POST",), response="Invoice")
 def pay_invoice(call: Call, invoice_id: str):
     return billing.pay_invoice(call.merchant_id, invoice_id)
 
 
-@endpoint(blueprint, "/invoices/{invoice_id}/void", methods=("POST",))
+@endpoint(blueprint, "/invoices/{invoice_id}/void", methods=("POST",), response="Invoice")
 def void_invoice(call: Call, invoice_id: str):
     return billing.void_invoice(call.merchant_id, invoice_id)

@@ -45,26 +45,26 @@ class NewMerchant(MerchantFields):
     invoice_prefix: InvoicePrefix
 
 
-@endpoint(blueprint, "/admin/merchants", methods=("POST",), auth="operator", status=201)
+@endpoint(blueprint, "/admin/merchants", methods=("POST",), auth="operator", status=201, response="MerchantWithKey")
 def create_merchant(call: Call):
     return merchants.create_merchant(call.body(NewMerchant).changes())
 
 
-@endpoint(blueprint, "/merchant")
+@endpoint(blueprint, "/merchant", response="Merchant")
 def get_merchant(call: Call):
     return merchants.get_merchant(call.merchant_id)
 
 
-@endpoint(blueprint, "/merchant", methods=("PATCH",))
+@endpoint(blueprint, "/merchant", methods=("PATCH",), response="Merchant")
 def update_merchant(call: Call):
     return merchants.update_merchant(call.merchant_id, call.body(MerchantFields).changes())
 
 
-@endpoint(blueprint, "/merchant/api-keys", methods=("POST",), status=201)
+@endpoint(blueprint, "/merchant/api-keys", methods=("POST",), status=201, response="ApiKey")
 def create_api_key(call: Call):
     return merchants.create_api_key(call.merchant_id)
 
 
-@endpoint(blueprint, "/merchant/api-keys/{prefix}", methods=("DELETE",))
+@endpoint(blueprint, "/merchant/api-keys/{prefix}", methods=("DELETE",), response="RevokedKey")
 def revoke_api_key(call: Call, prefix: str):
     return merchants.revoke_api_key(call.merchant_id, prefix)

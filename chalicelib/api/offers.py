@@ -12,7 +12,7 @@ from chalicelib.api.http import Call, endpoint, listing
 blueprint = Blueprint(__name__)
 
 
-@endpoint(blueprint, "/offers", methods=("POST",), status=201)
+@endpoint(blueprint, "/offers", methods=("POST",), status=201, response="OfferObject")
 def create_offer(call: Call):
     from chalicelib.domain.catalog import Offer
     from chalicelib.services import offers
@@ -20,28 +20,28 @@ def create_offer(call: Call):
     return offers.create_offer(call.merchant_id, call.body(Offer))
 
 
-@endpoint(blueprint, "/offers")
+@endpoint(blueprint, "/offers", response="OfferList")
 def list_offers(call: Call):
     from chalicelib.services import offers
 
     return listing(*offers.list_offers(call.merchant_id, limit=call.limit(), cursor=call.query("cursor")))
 
 
-@endpoint(blueprint, "/offers/{offer_id}")
+@endpoint(blueprint, "/offers/{offer_id}", response="OfferObject")
 def get_offer(call: Call, offer_id: str):
     from chalicelib.services import offers
 
     return offers.get_offer(call.merchant_id, offer_id)
 
 
-@endpoint(blueprint, "/offers/{offer_id}/archive", methods=("POST",))
+@endpoint(blueprint, "/offers/{offer_id}/archive", methods=("POST",), response="OfferObject")
 def archive_offer(call: Call, offer_id: str):
     from chalicelib.services import offers
 
     return offers.archive_offer(call.merchant_id, offer_id)
 
 
-@endpoint(blueprint, "/offers/{offer_id}/versions", methods=("POST",), status=201)
+@endpoint(blueprint, "/offers/{offer_id}/versions", methods=("POST",), status=201, response="OfferObject")
 def add_version(call: Call, offer_id: str):
     from chalicelib.domain.catalog import OfferVersion
     from chalicelib.services import offers

@@ -35,12 +35,12 @@ class CardSetupDone(BaseModel):
     setup_intent: Annotated[str, StringConstraints(min_length=1, max_length=255)]
 
 
-@endpoint(blueprint, "/customers/{customer_id}/payment-link", methods=("POST",))
+@endpoint(blueprint, "/customers/{customer_id}/payment-link", methods=("POST",), response="PaymentLink")
 def create_payment_link(call: Call, customer_id: str):
     return payment_links.create_payment_link(call.merchant_id, customer_id)
 
 
-@endpoint(blueprint, "/pay/{token}", auth="public")
+@endpoint(blueprint, "/pay/{token}", auth="public", response="text/html")
 def show_page(call: Call, token: str):
     language = _accepted_language(call.request)
     try:
@@ -52,7 +52,7 @@ def show_page(call: Call, token: str):
                  stripe_origins=_origins(page.stripe_origin))
 
 
-@endpoint(blueprint, "/pay/{token}/complete", methods=("POST",), auth="public")
+@endpoint(blueprint, "/pay/{token}/complete", methods=("POST",), auth="public", response="CardSaved")
 def complete(call: Call, token: str):
     return payment_links.complete(token, call.body(CardSetupDone).setup_intent)
 

@@ -9,7 +9,7 @@ from chalicelib.services import stripe_webhooks
 blueprint = Blueprint(__name__)
 
 
-@endpoint(blueprint, "/webhooks/stripe", methods=("POST",), auth="public")
+@endpoint(blueprint, "/webhooks/stripe", methods=("POST",), auth="public", response="WebhookReceived")
 def receive(call: Call):
     # The signature covers the exact bytes Stripe sent: never re-encode them.
     request = call.request

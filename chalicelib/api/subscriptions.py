@@ -17,7 +17,9 @@ blueprint = Blueprint(__name__)
 
 ObjectId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 Options = Annotated[list[Code], Field(max_length=20)]
-PriceOverrides = Annotated[dict[Code, dict[str, Any]], Field(max_length=50)]
+# The values are checked by the catalog's component models once merged into
+# the component (catalog.apply_price_overrides); the names are bounded here.
+PriceOverrides = Annotated[dict[Code, Annotated[dict[Code, Any], Field(max_length=20)]], Field(max_length=50)]
 
 # A merchant's key is shown by its first characters (`GET /merchant` lists
 # keys by this prefix): the history names the key that made a change.
@@ -81,7 +83,7 @@ class Empty(BaseModel):
     model_config = STRICT
 
 
-@endpoint(blueprint, "/subscriptions", methods=("POST",), status=201)
+@endpoint(blueprint, "/subscriptions", methods=("POST",), status=201, response="Subscription")
 def create_subscription(call: Call):
     body = call.body(NewSubscription)
     fields = body.model_dump()
@@ -89,7 +91,7 @@ def create_subscription(call: Call):
     return subscriptions.create_subscription(call.merchant_id, fields, merchant_actor(call))
 
 
-@endpoint(blueprint, "/subscriptions")
+@endpoint(blueprint, "/subscriptions", response="SubscriptionList")
 def list_subscriptions(call: Call):
     items, next_cursor = subscriptions.list_subscriptions(
         call.merchant_id,
@@ -101,18 +103,18 @@ def list_subscriptions(call: Call):
     return listing(items, next_cursor)
 
 
-@endpoint(blueprint, "/subscriptions/{subscription_id}")
+@endpoint(blueprint, "/subscriptions/{subscription_id}", response="Subscription")
 def get_subscription(call: Call, subscription_id: str):
     return subscriptions.get_subscription(call.merchant_id, subscription_id)
 
 
-@endpoint(blueprint, "/subscriptions/{subscription_id}/change", methods=("POST",))
+@endpoint(blueprint, "/subscriptions/{subscription_id}/change", methods=("POST",), response="Subscription")
 def change_subscription(call: Call, subscription_id: str):
     changes = call.body(SubscriptionChange).changes()
     return subscriptions.change_subscription(call.merchant_id, subscription_id, changes, merchant_actor(call))
 
 
-@endpoint(blueprint, "/subscriptions/{subscription_id}/cancel", methods=("POST",))
+@endpoint(blueprint, "/subscriptions/{subscription_id}/cancel", methods=("POST",), response="Subscription")
 def cancel_subscription(call: Call, subscription_id: str):
     body = call.body(Cancellation)
     return subscriptions.cancel_subscription(
@@ -121,25 +123,25 @@ def cancel_subscription(call: Call, subscription_id: str):
     )
 
 
-@endpoint(blueprint, "/subscriptions/{subscription_id}/reactivate", methods=("POST",))
+@endpoint(blueprint, "/subscriptions/{subscription_id}/reactivate", methods=("POST",), response="Subscription")
 def reactivate_subscription(call: Call, subscription_id: str):
     call.body(Empty)
     return subscriptions.reactivate_subscription(call.merchant_id, subscription_id, merchant_actor(call))
 
 
-@endpoint(blueprint, "/subscriptions/{subscription_id}/pause", methods=("POST",))
+@endpoint(blueprint, "/subscriptions/{subscription_id}/pause", methods=("POST",), response="Subscription")
 def pause_subscription(call: Call, subscription_id: str):
     call.body(Empty)
     return subscriptions.pause_subscription(call.merchant_id, subscription_id, merchant_actor(call))
 
 
-@endpoint(blueprint, "/subscriptions/{subscription_id}/resume", methods=("POST",))
+@endpoint(blueprint, "/subscriptions/{subscription_id}/resume", methods=("POST",), response="Subscription")
 def resume_subscription(call: Call, subscription_id: str):
     call.body(Empty)
     return subscriptions.resume_subscription(call.merchant_id, subscription_id, merchant_actor(call))
 
 
-@endpoint(blueprint, "/subscriptions/{subscription_id}/history")
+@endpoint(blueprint, "/subscriptions/{subscription_id}/history", response="HistoryList")
 def subscription_history(call: Call, subscription_id: str):
     items, next_cursor = subscriptions.subscription_history(
         call.merchant_id, subscription_id, limit=call.limit(), cursor=call.query("cursor")
@@ -147,14 +149,14 @@ def subscription_history(call: Call, subscription_id: str):
     return listing(items, next_cursor)
 
 
-@endpoint(blueprint, "/subscriptions/{subscription_id}/upcoming-invoice")
+@endpoint(blueprint, "/subscriptions/{subscription_id}/upcoming-invoice", response="UpcomingInvoice")
 def upcoming_invoice(call: Call, subscription_id: str):
     return subscriptions.upcoming_invoice(call.merchant_id, subscription_id)
 
 
 @endpoint(
     blueprint, "/admin/merchants/{merchant_id}/subscriptions/{subscription_id}/cancel", methods=("POST",),
-    auth="operator",
+    auth="operator", response="Subscription",
 )
 def operator_cancel_subscription(call: Call, merchant_id: str, subscription_id: str):
     body = call.body(OperatorCancellation)

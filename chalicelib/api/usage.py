@@ -12,7 +12,7 @@ from pydantic_core import PydanticCustomError
 from chalicelib.api.fields import STRICT
 from chalicelib.api.http import Call, endpoint
 from chalicelib.domain.catalog import Code, Instant
-from chalicelib.domain.money import MAX_UNIT_DECIMALS, decimal_from_text
+from chalicelib.domain.money import MAX_DECIMAL_TEXT, MAX_UNIT_DECIMALS, decimal_from_text
 from chalicelib.services import usage
 
 blueprint = Blueprint(__name__)
@@ -35,7 +35,8 @@ def _quantity(value: Any) -> Decimal:
 Quantity = Annotated[
     Decimal,
     PlainValidator(_quantity, json_schema_input_type=str),
-    WithJsonSchema({"type": "string", "pattern": r"^-?\d+(\.\d{1,12})?$", "examples": ["7.5"]}),
+    WithJsonSchema({"type": "string", "pattern": r"^-?\d+(\.\d{1,12})?$", "maxLength": MAX_DECIMAL_TEXT,
+                    "examples": ["7.5"]}),
 ]
 
 
@@ -56,13 +57,13 @@ class UsageBody(BaseModel):
     events: Annotated[list[UsageEventBody], Field(min_length=1, max_length=usage.MAX_EVENTS)]
 
 
-@endpoint(blueprint, "/usage", methods=("POST",))
+@endpoint(blueprint, "/usage", methods=("POST",), response="UsageRecorded")
 def record_usage(call: Call):
     body = call.body(UsageBody)
     events = [usage.EventInput(**event.model_dump()) for event in body.events]
     return usage.record_events(call.merchant_id, events)
 
 
-@endpoint(blueprint, "/subscriptions/{subscription_id}/usage")
+@endpoint(blueprint, "/subscriptions/{subscription_id}/usage", response="SubscriptionUsage")
 def subscription_usage(call: Call, subscription_id: str):
     return usage.subscription_usage(call.merchant_id, subscription_id, call.query("period_start"))

@@ -38,7 +38,14 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from chalicelib.domain.errors import InvalidRequest, first_validation_problem, invalid_request_from_validation_error
-from chalicelib.domain.money import MAX_UNIT_DECIMALS, decimal_from_text, format_decimal, is_known_currency, minor_units
+from chalicelib.domain.money import (
+    MAX_DECIMAL_TEXT,
+    MAX_UNIT_DECIMALS,
+    decimal_from_text,
+    format_decimal,
+    is_known_currency,
+    minor_units,
+)
 from chalicelib.domain.periods import Interval
 
 # ---------------------------------------------------------------------------
@@ -64,7 +71,7 @@ def _decimal_field(*, allow_negative: bool = False, positive: bool = False, maxi
         Decimal,
         PlainValidator(parse, json_schema_input_type=str),
         PlainSerializer(format_decimal, return_type=str, when_used="json"),
-        WithJsonSchema({"type": "string", "pattern": pattern, "examples": [example]}),
+        WithJsonSchema({"type": "string", "pattern": pattern, "maxLength": MAX_DECIMAL_TEXT, "examples": [example]}),
     ]
 
 
@@ -85,10 +92,16 @@ Code = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 
 
+# "2026-11-01T00:00:00.000000+05:30" is 32 characters.
+MAX_INSTANT_TEXT = 40
+
+
 def _instant(value: Any) -> datetime:
     # API.md times are ISO 8601 strings in UTC; the HTTP layer validates parsed
     # JSON in strict Python mode, where pydantic's own datetime refuses strings.
     if isinstance(value, str):
+        if len(value) > MAX_INSTANT_TEXT:
+            raise PydanticCustomError("instant", f"must be at most {MAX_INSTANT_TEXT} characters")
         try:
             value = datetime.fromisoformat(value)
         except ValueError:
@@ -104,7 +117,8 @@ Instant = Annotated[
     datetime,
     PlainValidator(_instant, json_schema_input_type=str),
     PlainSerializer(lambda d: d.isoformat().replace("+00:00", "Z"), return_type=str, when_used="json"),
-    WithJsonSchema({"type": "string", "format": "date-time", "examples": ["2026-11-01T00:00:00Z"]}),
+    WithJsonSchema({"type": "string", "format": "date-time", "maxLength": MAX_INSTANT_TEXT,
+                    "examples": ["2026-11-01T00:00:00Z"]}),
 ]
 
 

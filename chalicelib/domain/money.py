@@ -22,6 +22,9 @@ from chalicelib.domain.errors import InvalidRequest
 
 MAX_UNIT_DECIMALS = 12
 MAX_INTEGER_DIGITS = 15
+# The longest decimal string read: sign, 15 digits, point, 12 decimals and a
+# few leading zeros. A bound on the text itself, checked before any parsing.
+MAX_DECIMAL_TEXT = 32
 
 ZERO = Decimal(0)
 ONE = Decimal(1)
@@ -73,6 +76,8 @@ def decimal_from_text(text: object, *, max_decimals: int = MAX_UNIT_DECIMALS, al
         text = format(text, "f")
     elif not isinstance(text, str):
         raise ValueError('must be a decimal string such as "12.50", not a JSON number')
+    if len(text) > MAX_DECIMAL_TEXT:
+        raise ValueError(f"must be at most {MAX_DECIMAL_TEXT} characters")
     match = _DECIMAL_TEXT.fullmatch(text)
     if match is None:
         raise ValueError('must be a decimal string such as "12.50"')

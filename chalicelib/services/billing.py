@@ -73,10 +73,12 @@ MERCHANT_CACHE_SECONDS = 60
 LATEST_ON_CUSTOMER_PAGE = 5
 # Retries of a rate-limited charge inside one invocation (Stripe refused it
 # outright, so it is safe to send again with the same idempotency key): at
-# most ~12 s of pauses, well inside the worker's timeout, and enough that a
-# run pressing on Stripe's limit almost never sends a message back to the
-# queue (docs/performance.md, "Billing").
-RATE_LIMIT_RETRIES = 6
+# most ~32 s of pauses (half that on average), inside the worker's 60 s
+# timeout. A message whose retries run out waits out the queue's visibility
+# timeout (360 s), and a few such at the end of a run stretch the run by
+# that much: with 6 retries a 100,000-subscription run at 25 workers took
+# 1.09x Stripe's floor, with 10 1.05x (docs/performance.md, "Billing").
+RATE_LIMIT_RETRIES = 10
 RATE_LIMIT_PAUSE_CAP = 4.0
 
 REASON_BY_ITEM = {
@@ -868,6 +870,7 @@ def _after_issue(invoice: store.InvoiceRecord, subscription) -> None:
     if last is not None and last["status"] == "failed":
         _attach_payment_link(invoice)
         _publish("invoice.payment_failed", invoice)
+        _alert_payment_failed(invoice)
         if subscription.status == "active":
             _subscription_outcome(invoice, "payment_failed")
 
@@ -971,11 +974,23 @@ def _collect(invoice: store.InvoiceRecord, *, resume: bool, now: datetime, custo
             payment = found[-1] if found else None
         if payment is None and last["status"] == "processing":
             return invoice
+    retry = None
+    if payment is None and resume and card and customer.stripe_customer_id:
+        # Nothing was charged for this attempt: whoever takes the lease
+        # again charges, under a key of its own (payments.charge_idempotency_key).
+        # Two resumers at once (a redelivered message and the dunning run)
+        # cannot both win the lease, so only one charges.
+        invoice.set_due(now + LEASE)
+        try:
+            store.save(invoice, expected_status="open")
+        except Conflict:
+            return store.get_invoice(invoice.merchant_id, invoice.invoice_id)
+        retry = int(invoice.version)
     if payment is None:
         if not card or not customer.stripe_customer_id:
             return _conclude(invoice, number, None, "failed", "no_payment_method", now, subscription_status)
         try:
-            payment = _charge(pay, invoice, number, customer.stripe_customer_id, card)
+            payment = _charge(pay, invoice, number, customer.stripe_customer_id, card, retry)
         except (payments.Declined, payments.AuthenticationRequired) as error:
             code = getattr(error, "decline_code", None) or error.code
             intent = error.payment_intent_id or _intent_of_attempt(pay, customer, invoice, number)
@@ -1003,24 +1018,27 @@ def _intent_of_attempt(pay, customer, invoice: store.InvoiceRecord, number: int)
     return found[-1].id if found else None
 
 
-def _charge(pay, invoice: store.InvoiceRecord, number: int, stripe_customer_id: str, card: dict):
+def _charge(pay, invoice: store.InvoiceRecord, number: int, stripe_customer_id: str, card: dict,
+            retry: int | None = None):
     """The one Stripe write of an attempt. A 429 (Stripe refused it, nothing
     was done) is sent again after a pause with the same idempotency key; an
     unreachable Stripe is left to the lease (the next look finds out
     whether the charge happened)."""
     from chalicelib import payments
 
-    for retry in range(RATE_LIMIT_RETRIES + 1):
+    # `retry`: the attempt resumed after nothing was charged under its own key.
+    extra = {} if retry is None else {"retry": retry}
+    for pause in range(RATE_LIMIT_RETRIES + 1):
         try:
             return pay.charge_invoice(
                 invoice_id=invoice.invoice_id, merchant_id=invoice.merchant_id, attempt=number,
                 amount=invoice.money("amount_due"), currency=invoice.currency,
-                stripe_customer_id=stripe_customer_id, payment_method_id=card["payment_method_id"],
+                stripe_customer_id=stripe_customer_id, payment_method_id=card["payment_method_id"], **extra,
             )
         except payments.RateLimited:
-            if retry == RATE_LIMIT_RETRIES:
+            if pause == RATE_LIMIT_RETRIES:
                 raise
-            time.sleep(rate_limit_pause(retry))
+            time.sleep(rate_limit_pause(pause))
     raise AssertionError("unreachable")
 
 
@@ -1114,6 +1132,7 @@ def _after_outcome(invoice: store.InvoiceRecord, status: str, subscription_statu
         if invoice.status == "open":
             _attach_payment_link(invoice)
         _publish("invoice.payment_failed", invoice)
+        _alert_payment_failed(invoice)
         if invoice.status == "uncollectible":
             _publish("invoice.marked_uncollectible", invoice)
             _subscription_outcome(invoice, "payment_exhausted")
@@ -1236,6 +1255,14 @@ def _subscription_outcome(invoice: store.InvoiceRecord, action: str) -> None:
 
 def _publish(detail_type: str, invoice: store.InvoiceRecord) -> None:
     notify.publish_event(detail_type, {"invoice": serialize(invoice)}, invoice.merchant_id)
+
+
+def _alert_payment_failed(invoice: store.InvoiceRecord) -> None:
+    """Operations hear of each failed attempt (services/alerts.py: once per
+    invoice and attempt, queued; never raises)."""
+    from chalicelib.services import alerts
+
+    alerts.payment_failed(serialize(invoice), invoice.merchant_id)
 
 
 def _card_of(customer) -> dict | None:

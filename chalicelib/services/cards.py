@@ -15,7 +15,7 @@ from chalicelib import payments
 from chalicelib.clock import clock
 from chalicelib.domain.errors import Conflict, InvalidRequest, NotFound
 from chalicelib.observability import logger
-from chalicelib.services import billing_hooks
+from chalicelib.services import billing
 from chalicelib.store import customers as customer_store
 from chalicelib.store import stripe_events as store
 
@@ -74,8 +74,12 @@ def complete_card_setup(
     card = payments.attach_default_card(customer.stripe_customer_id, setup_intent.payment_method)
     customer_store.set_default_card(merchant_id, customer_id, _card_record(card))
     logger.info("default card set", extra={"customer_id": customer_id, "by": completed_by})
+    from chalicelib import notify
+
+    notify.publish_event("customer.payment_method_attached",
+                         {"customer_id": customer_id, "payment_method": card.summary()}, merchant_id)
     try:
-        billing_hooks.retry_open_invoices(merchant_id, customer_id)
+        billing.retry_open_invoices(merchant_id, customer_id)
     except Exception:
         if completed_by != "page":
             raise  # the webhook answers 500: Stripe delivers again, and this runs again

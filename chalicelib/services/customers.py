@@ -19,7 +19,7 @@ PAGE_SECTIONS: tuple[tuple[str, str | None], ...] = (
     ("subscriptions", "chalicelib.services.subscriptions:customer_subscriptions"),
     ("latest_invoices", "chalicelib.services.billing:latest_invoices"),
     ("devices", None),
-    ("open_alerts", None),
+    ("open_alerts", "chalicelib.services.alerts:open_alerts"),
 )
 
 

@@ -43,7 +43,13 @@ def attach_device(merchant_id: str, device_id: str, subscription_id: str) -> tup
     if record.status == "canceled":
         raise Conflict(f"subscription {subscription_id} is canceled", code="invalid_state")
     device, what = store.attach_device(merchant_id, device_id, attached, clock().now())
-    return serialize(device, store.attachments(merchant_id, device_id)), what == "created"
+    shown = serialize(device, store.attachments(merchant_id, device_id))
+    if what in ("created", "moved"):
+        from chalicelib import notify
+
+        notify.publish_event("device.attached", {"device": shown, "subscription_id": subscription_id,
+                                                 "moved": what == "moved"}, merchant_id)
+    return shown, what == "created"
 
 
 def get_device(merchant_id: str, device_id: str) -> dict:

@@ -169,7 +169,9 @@ def create_offer(merchant_id: str, offer: catalog.Offer) -> dict:
             if attempt == WRITE_ATTEMPTS - 1:
                 raise
             continue
-        return _OfferState(record, [first]).serialize()
+        created = _OfferState(record, [first]).serialize()
+        _publish("offer.created", created, merchant_id)
+        return created
     raise AssertionError("unreachable")
 
 
@@ -187,8 +189,12 @@ def list_offers(merchant_id: str, *, limit: int = 20, cursor: str | None = None)
 def archive_offer(merchant_id: str, offer_id: str) -> dict:
     """No new subscriptions; existing ones go on. Archiving twice is harmless."""
     state = _load(merchant_id, offer_id)
+    already = bool(state.record.archived)
     store.archive_offer(state.record, isoformat(clock().now()))
-    return state.serialize()
+    archived = state.serialize()
+    if not already:
+        _publish("offer.archived", archived, merchant_id)
+    return archived
 
 
 def add_version(merchant_id: str, offer_id: str, version: catalog.OfferVersion) -> dict:
@@ -240,12 +246,21 @@ def add_version(merchant_id: str, offer_id: str, version: catalog.OfferVersion) 
             continue
         record.latest_version = number
         record.version_starts = [*record.version_starts, new.effective_from]
-        return _OfferState(record, [*state.versions, new]).serialize()
+        changed = _OfferState(record, [*state.versions, new]).serialize()
+        _publish("offer.version_created", changed, merchant_id)
+        return changed
     raise AssertionError("unreachable")
 
 
 # ---------------------------------------------------------------------------
 # Internals
+
+
+def _publish(detail_type: str, offer: dict, merchant_id: str) -> None:
+    """The domain event of a written change of the catalog (after the write)."""
+    from chalicelib import notify
+
+    notify.publish_event(detail_type, {"offer": offer}, merchant_id)
 
 
 def _version_record(merchant_id, offer_id, number, effective_from, terms, created_at) -> store.OfferVersionRecord:

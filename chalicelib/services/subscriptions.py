@@ -481,6 +481,9 @@ def publish_change(record: store.SubscriptionRecord, entry: store.HistoryRecord)
         },
         record.merchant_id,
     )
+    from chalicelib.services import alerts
+
+    alerts.subscription_changed(record, entry.type)
 
 
 def serialize(record: store.SubscriptionRecord) -> dict:

@@ -67,10 +67,26 @@ def record_events(merchant_id: str, events: Sequence[EventInput]) -> dict:
     for attempt in range(ATTEMPTS):
         try:
             duplicates = _record(merchant_id, events, calendars, now, written)
+            _publish_recorded(merchant_id, [event for event in events if event.event_id in written])
             return {"accepted": len(written), "duplicates": duplicates}
         except store.StaleUsage:
             time.sleep(random.uniform(0, 0.01 * 2**attempt))
     raise Conflict("too many concurrent writes to the same usage; retry the request", code="version_conflict")
+
+
+def _publish_recorded(merchant_id: str, events: list[EventInput]) -> None:
+    """`usage.recorded`: the events this request added (duplicates are not
+    news), after the write; at most 500 a request, well inside EventBridge's
+    256 KB per event."""
+    if not events:
+        return
+    from chalicelib import notify
+
+    notify.publish_event("usage.recorded", {"events": [
+        {"event_id": e.event_id, "subscription_id": e.subscription_id, "meter": e.meter,
+         "quantity": format_decimal(e.quantity), "timestamp": isoformat(e.timestamp), "corrects": e.corrects}
+        for e in events
+    ]}, merchant_id)
 
 
 def _calendars(merchant_id: str, events: Sequence[EventInput]) -> dict[str, UsageCalendar]:

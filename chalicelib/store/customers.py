@@ -99,6 +99,18 @@ class CustomerCollection(GlobalSecondaryIndex):
     gsi1sk = UnicodeAttribute(range_key=True)
 
 
+class CustomersByCardExpiry(GlobalSecondaryIndex):
+    """The `card_expiry` index: customers with a default card, by its last
+    valid month (`YYYY-MM`), every merchant's (the daily expiry scan)."""
+
+    class Meta:
+        index_name = "card_expiry"
+        projection = AllProjection()
+
+    card_expiry = UnicodeAttribute(hash_key=True)
+    pk = UnicodeAttribute(range_key=True)
+
+
 class CardAttribute(MapAttribute):
     """The customer's default card as Stripe describes it; never its number."""
 
@@ -138,6 +150,7 @@ class CustomerRecord(BillingRecord):
     gsi2sk = UnicodeAttribute()
     by_merchant = CustomersOfMerchant()
     by_email = CustomersByEmail()
+    by_card_expiry = CustomersByCardExpiry()
 
     @staticmethod
     def key(merchant_id: str, customer_id: str) -> tuple[str, str]:
@@ -228,6 +241,13 @@ def customers_by_email(
     start = _cursor(cursor, merchant_id, "gsi2pk", key)
     query = CustomerRecord.by_email.query(key, limit=limit + 1, last_evaluated_key=start, scan_index_forward=False)
     return page(query, limit)
+
+
+def customers_with_card_expiring(month: str):
+    """Every customer (all merchants) whose default card's last valid month
+    is `month` (`YYYY-MM`): one Query of the card_expiry index, paged by
+    PynamoDB as it is iterated."""
+    return CustomerRecord.by_card_expiry.query(month)
 
 
 def customer_by_external_id(merchant_id: str, external_id: str) -> CustomerRecord | None:

@@ -14,6 +14,12 @@ for every function alike; a new handler needs nothing in this file:
   (`ReportBatchItemFailures`: chalice never sets it, and without it Lambda
   retries a whole batch for one bad message), the right to poll that queue,
   and, for the billing worker, the concurrency cap;
+- for a DynamoDB stream event source (`@app.on_dynamodb_record(stream_arn=
+  "arn:aws:dynamodb:::table/<Table>/stream/packaged")`, `<Table>` a logical
+  id of the template whose table has a `StreamSpecification`): the table's
+  stream, partial batch failures, the right to read that stream, and an
+  alarm on the age of the oldest record left unread (a record failing
+  forever holds its shard back until the stream drops it, after 24 h);
 - an alarm on its errors; and an alarm on the depth of every dead-letter queue.
 
 What a function may do beyond that is written in its own policy file,
@@ -23,6 +29,7 @@ What a function may do beyond that is written in its own policy file,
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass
 
 FUNCTION = "AWS::Serverless::Function"
@@ -43,6 +50,14 @@ DEFAULT_FUNCTION_TIMEOUT = 3
 MAX_CONCURRENCY = {"billing_worker": "BillingWorkerConcurrency"}
 
 POLL_ACTIONS = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"]
+# What Lambda's event source needs of a DynamoDB stream (as SAM's
+# DynamoDBStreamReadPolicy): ListStreams names no stream, only the table's.
+STREAM_ACTIONS = ["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator"]
+LIST_STREAMS_ACTIONS = ["dynamodb:ListStreams"]
+TABLE = "AWS::DynamoDB::Table"
+# Oldest unread stream record, in ms, that raises the alarm: an hour late,
+# with 23 left before the stream drops it.
+STREAM_AGE_THRESHOLD_MS = 3_600_000
 LOG_ACTIONS = ["logs:CreateLogStream", "logs:PutLogEvents"]
 
 
@@ -108,6 +123,8 @@ def complete(template: dict, stage: str) -> dict:
         for event_id, event in sorted(function.properties.get("Events", {}).items()):
             if event["Type"] == "SQS":
                 _wire_queue(function, event_id, event["Properties"], resources, statements)
+            elif event["Type"] == "DynamoDB":
+                _wire_stream(function, event_id, event["Properties"], resources, statements)
         resources[f"{function.logical_id}ErrorsAlarm"] = _errors_alarm(function)
     for queue_id in dead_letter_queues(resources):
         resources[f"{queue_id}DepthAlarm"] = _depth_alarm(queue_id)
@@ -213,6 +230,40 @@ def _wire_queue(function: Function, event_id: str, event: dict, resources: dict,
     statements.append(
         {"Sid": f"Poll{queue_id}", "Effect": "Allow", "Action": list(POLL_ACTIONS),
          "Resource": {"Fn::GetAtt": [queue_id, "Arn"]}}
+    )
+
+
+def table_named(stream) -> str:
+    """The logical id of the template's table whose stream chalice's event
+    source names (`arn:aws:dynamodb:::table/<Table>/stream/...`)."""
+    text = stream if isinstance(stream, str) else ""
+    match = re.fullmatch(r"arn:[^:]*:dynamodb:[^:]*:[^:]*:table/(\w+)/stream/.+", text)
+    return match.group(1) if match else ""
+
+
+def _wire_stream(function: Function, event_id: str, event: dict, resources: dict, statements: list) -> None:
+    table_id = table_named(event["Stream"])
+    table = resources.get(table_id, {})
+    if table.get("Type") != TABLE or not table.get("Properties", {}).get("StreamSpecification"):
+        raise TemplateError(
+            f"{function.name}: a DynamoDB event source must name a table of infra/aws/resources.yaml that has a "
+            f"StreamSpecification, as arn:aws:dynamodb:::table/<LogicalId>/stream/packaged, not {event['Stream']!r}"
+        )
+    event["Stream"] = {"Fn::GetAtt": [table_id, "StreamArn"]}
+    event["FunctionResponseTypes"] = ["ReportBatchItemFailures"]
+    statements.append(
+        {"Sid": f"Read{table_id}Stream", "Effect": "Allow", "Action": list(STREAM_ACTIONS),
+         "Resource": {"Fn::GetAtt": [table_id, "StreamArn"]}}
+    )
+    statements.append(
+        {"Sid": f"List{table_id}Streams", "Effect": "Allow", "Action": list(LIST_STREAMS_ACTIONS),
+         "Resource": {"Fn::Sub": "${%s.Arn}/stream/*" % table_id}}
+    )
+    resources[f"{function.logical_id}{event_id}AgeAlarm"] = _alarm(
+        f"{function.name} reads {table_id}'s stream late (a record keeps failing, or it cannot keep up): "
+        "read its log group; the stream keeps a record 24 h only",
+        "AWS/Lambda", "IteratorAge", [{"Name": "FunctionName", "Value": {"Ref": function.logical_id}}],
+        "Maximum", "GreaterThanThreshold", STREAM_AGE_THRESHOLD_MS,
     )
 
 

@@ -13,6 +13,7 @@ import sys
 import time
 
 from infra.local.lambda_events import drain_once, queue_consumers
+from infra.local.streams import TableStream, stream_consumers
 
 
 def main() -> int:
@@ -23,6 +24,9 @@ def main() -> int:
 
     consumers = queue_consumers(app)
     print(f"driver: consuming {sorted(consumers)}", flush=True)
+    # The billing table's stream (the reports' feed), as Lambda reads it.
+    tables = {"BillingTable": os.environ["TABLE_NAME"]}
+    streams = [(TableStream(tables[table]), handler) for table, handler in stream_consumers(app).items()]
     # IoT Core's stand-in: devices publish here, the bridge feeds UsageQueue.
     from infra.local.mqtt import start_mqtt
 
@@ -35,6 +39,7 @@ def main() -> int:
     try:
         while not stopping:
             handled = sum(drain_once(queue_url, handler, wait_seconds=1) for queue_url, handler in consumers.items())
+            handled += sum(stream.deliver(handler) for stream, handler in streams)
             if not handled and not consumers:
                 time.sleep(0.5)
     finally:

@@ -28,6 +28,17 @@ def _list_payment_intents(cls, url, customer=None, limit=None, starting_after=No
     return listing
 
 
+def _update_payment_method(cls, id, card=None, **data):
+    """Stripe updates a card's `exp_month`/`exp_year` in place (what the
+    card updater does); localstripe would replace the whole card with them."""
+    method = resources.StripeObject._api_update.__func__(cls, id, **data)
+    if card:
+        for name in ("exp_month", "exp_year"):
+            if name in card:
+                method.card[name] = int(card[name])
+    return method
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--host", default="127.0.0.1")
@@ -35,6 +46,7 @@ def main() -> None:
     args = parser.parse_args()
     resources.Store.dump_to_disk = lambda self: None
     resources.PaymentIntent._api_list_all = classmethod(_list_payment_intents)
+    resources.PaymentMethod._api_update = classmethod(_update_payment_method)
     web.run_app(server.app, host=args.host, port=args.port, access_log=None, print=None)
 
 

@@ -2,7 +2,7 @@
 
 In AWS, devices publish to IoT Core on `billing/{merchant_id}/{device_id}/counters`
 and the topic rule `UsageTopicRule` (infra/aws/resources.yaml,
-`SELECT *, topic(2) AS merchant_id, topic(3) AS device_id`) sends each
+`SELECT seq, ts, counters, topic(2) AS merchant_id, topic(3) AS device_id`) sends each
 message to the usage queue. Here an embedded broker (amqtt, in a thread with
 its own event loop) listens on 127.0.0.1, and a bridge subscribed to
 `billing/+/+/counters` applies the same rule and sends to the same queue, so
@@ -14,10 +14,13 @@ import asyncio
 import json
 import logging
 import threading
+from decimal import Decimal
 
 import boto3
 
 TOPIC_FILTER = "billing/+/+/counters"
+# What the topic rule selects of a payload (infra/aws/resources.yaml).
+RULE_FIELDS = ("seq", "ts", "counters")
 
 logger = logging.getLogger("infra.local.mqtt")
 
@@ -81,24 +84,24 @@ def rule_output(topic: str, payload: bytes) -> str | None:
     """What the topic rule sends to the queue for a message on `topic`, or
     None when the topic is not a counters topic.
 
-    A JSON object payload gets `merchant_id` and `device_id` from the topic,
-    appended to its own text (numbers stay exactly as the device wrote them;
-    on a repeated key the topic's value, last, is the one read). Any other
-    payload is passed as it is (`SELECT *` of a non-JSON payload): the
-    handler parks it in the dead-letter queue, saying why."""
+    Of a JSON object payload the rule keeps `seq`, `ts` and `counters` (those
+    present) and adds `merchant_id` and `device_id` from the topic, so a
+    payload naming another merchant or device is never read. Decimal
+    numbers stay exactly as the device wrote them (sent as decimal strings,
+    which the handler reads as it reads numbers). Any other payload is passed
+    as it is: the handler parks it in the dead-letter queue, saying why."""
     levels = topic.split("/")
     if len(levels) != 4 or levels[0] != "billing" or levels[3] != "counters":
         return None
     text = payload.decode("utf-8", errors="replace")
     try:
-        is_object = isinstance(json.loads(text), dict)
+        message = json.loads(text, parse_float=Decimal)
     except ValueError:
-        is_object = False
-    if not is_object:
         return text
-    body = text.rstrip()[:-1].rstrip()
-    separator = "" if body.endswith("{") else ","
-    return f'{body}{separator}"merchant_id":{json.dumps(levels[1])},"device_id":{json.dumps(levels[2])}}}'
+    if not isinstance(message, dict):
+        return text
+    selected = {field: message[field] for field in RULE_FIELDS if field in message}
+    return json.dumps({**selected, "merchant_id": levels[1], "device_id": levels[2]}, default=str)
 
 
 class CountersBridge:

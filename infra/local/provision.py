@@ -66,6 +66,8 @@ def create_table_input(properties: dict, table_name: str) -> dict:
     }
     if properties.get("GlobalSecondaryIndexes"):
         args["GlobalSecondaryIndexes"] = properties["GlobalSecondaryIndexes"]
+    if properties.get("StreamSpecification"):
+        args["StreamSpecification"] = {"StreamEnabled": True, **properties["StreamSpecification"]}
     return args
 
 

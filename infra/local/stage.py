@@ -88,7 +88,8 @@ class Stage:
 
     def start(self) -> None:
         python = sys.executable
-        moto = self.spawn("moto", [python, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.ports["moto"])])
+        moto = self.spawn("moto", [python, "-m", "infra.local.moto_server",
+                                   "-H", "127.0.0.1", "-p", str(self.ports["moto"])])
         wait_for_http(f"http://127.0.0.1:{self.ports['moto']}/moto-api/", 30, moto)
         self.provision()
 

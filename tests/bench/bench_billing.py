@@ -1,6 +1,8 @@
 """The billing run's cost and its length.
 
-1. Measured: 2,000 Clic&O subscriptions with usage (calls, support hours,
+1. Measured: 1,000 Clic&O subscriptions by default (`--subscriptions`,
+   BENCH_SUBSCRIPTIONS; issue 7 asks 2,000, which costs about 5 more
+   CPU-minutes, most of it moto) with usage (calls, support hours,
    parts, a service level, montages with a negotiated price) billed at a
    month boundary by the worker's own code path (`jobs.handle_billing_message`)
    against moto in-process, with a counting fake of the payments gateway
@@ -24,6 +26,7 @@ Prints one JSON line per part. Not collected by pytest (no test_ prefix).
 from __future__ import annotations
 
 import argparse
+import gc
 import heapq
 import json
 import math
@@ -75,29 +78,6 @@ CLICO = {
 # Counting
 
 
-class Calls:
-    """Every AWS call botocore makes in this process, by (service, operation)."""
-
-    def __init__(self):
-        self.counts: Counter = Counter()
-
-    def install(self) -> None:
-        from botocore.client import BaseClient
-
-        original = BaseClient._make_api_call
-        calls = self
-
-        def counted(client, operation, params):
-            calls.counts[(client.meta.service_model.service_name, operation)] += 1
-            return original(client, operation, params)
-
-        BaseClient._make_api_call = counted
-
-    def take(self) -> Counter:
-        counts, self.counts = self.counts, Counter()
-        return counts
-
-
 class CountingGateway:
     """chalicelib.payments' charge functions, answering as Stripe does for a
     card that pays, and counting the writes (charges) and reads."""
@@ -138,6 +118,9 @@ class CountingGateway:
 def measure(subscriptions: int) -> dict:
     from moto import mock_aws
 
+    from tests.bench.harness import item_scoped_moto_transactions
+
+    item_scoped_moto_transactions()
     with mock_aws():
         from infra.local.provision import provision
 
@@ -192,32 +175,49 @@ def _measure(count: int) -> dict:
         ])
     setup_seconds = time.perf_counter() - setup_started
 
-    calls = Calls()
-    calls.install()
+    from tests.bench.bench_ingest import Meter
+    from tests.bench.harness import AwsMeter
+
+    capacity = Meter()
+    meter = AwsMeter(capacity).install()
     clock.set(BOUNDARY + timedelta(minutes=5))
     scheduler_started = time.perf_counter()
     messages = billing.due_billing_messages(clock.now())
     scheduler_seconds = time.perf_counter() - scheduler_started
-    scheduler_calls = calls.take()
+    scheduler_calls, _, _ = meter.take()
     assert len(messages) == count, len(messages)
 
+    # moto's tables live in this process: frozen out of the cyclic collector's
+    # sight, so a collection during an invoice costs what it would in Lambda.
+    gc.collect()
+    gc.freeze()
     per_invoice = []
     cpu = []
+    cpu_with_moto = []
+    sdk_cpu = []
     writes_before = gateway.writes
     by_operation: Counter = Counter()
-    for message in messages:
-        started = time.process_time()
-        result = jobs.handle_billing_message(message)
-        cpu.append(time.process_time() - started)
-        assert [i["status"] for i in result["invoices"]] == ["paid"], result
-        counts = calls.take()
-        dynamodb = {op: n for (service, op), n in counts.items() if service == "dynamodb"}
-        by_operation.update(dynamodb)
-        per_invoice.append((sum(dynamodb.values()), sum(n for (s, _), n in counts.items() if s == "events")))
+    try:
+        for message in messages:
+            started = time.thread_time()
+            result = jobs.handle_billing_message(message)
+            spent = time.thread_time() - started
+            assert [i["status"] for i in result["invoices"]] == ["paid"], result
+            counts, sdk, moto = meter.take()
+            cpu.append(spent - moto)
+            cpu_with_moto.append(spent)
+            sdk_cpu.append(sdk - moto)
+            dynamodb = {op: n for (service, op), n in counts.items() if service == "dynamodb"}
+            by_operation.update(dynamodb)
+            per_invoice.append((sum(dynamodb.values()), sum(n for (s, _), n in counts.items() if s == "events")))
+    finally:
+        gc.unfreeze()
+        meter.uninstall()
     stripe_writes = gateway.writes - writes_before
     use_clock(None)
     billing.use_gateway(None)
     requests = [r for r, _ in per_invoice]
+    reads = sum(n for op, n in by_operation.items() if op in ("GetItem", "BatchGetItem", "Query"))
     return {
         "benchmark": "billing_run",
         "subscriptions": count,
@@ -226,11 +226,19 @@ def _measure(count: int) -> dict:
                                           "min": min(requests), "target_max": TARGET_DYNAMODB_REQUESTS},
         "dynamodb_requests_by_operation_per_invoice": {op: round(n / len(per_invoice), 2)
                                                        for op, n in sorted(by_operation.items())},
+        "dynamodb_reads_per_invoice": round(reads / len(per_invoice), 2),
+        "dynamodb_writes_per_invoice": round((sum(by_operation.values()) - reads) / len(per_invoice), 2),
+        # Capacity by DynamoDB's size rules (bench_ingest.Meter): the scheduler's queries included.
+        "rcu_per_invoice": round(capacity.rcu / len(per_invoice), 2),
+        "wcu_per_invoice": round(capacity.wcu / len(per_invoice), 2),
         "stripe_writes_per_invoice": stripe_writes / len(per_invoice),
         "stripe_reads_total": gateway.reads,
         "eventbridge_calls_per_invoice": statistics.mean(e for _, e in per_invoice),
+        # Our CPU (the worker's code and the SDK's client side), moto's excluded.
         "cpu_ms_per_invoice": {"median": round(statistics.median(cpu) * 1000, 2),
-                               "p95": round(sorted(cpu)[int(len(cpu) * 0.95)] * 1000, 2)},
+                               "p95": round(sorted(cpu)[int(len(cpu) * 0.95)] * 1000, 2),
+                               "sdk_median": round(statistics.median(sdk_cpu) * 1000, 2),
+                               "with_moto_median": round(statistics.median(cpu_with_moto) * 1000, 2)},
         "scheduler": {"seconds": round(scheduler_seconds, 3),
                       "dynamodb_queries": sum(n for (s, _), n in scheduler_calls.items() if s == "dynamodb")},
         "setup_seconds": round(setup_seconds, 1),
@@ -320,33 +328,48 @@ def simulate(subscriptions: int, concurrency: int, *, limit: float = STRIPE_WRIT
             "messages_returned_to_queue": returned}
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--subscriptions", type=int, default=2000)
-    parser.add_argument("--simulated", type=int, default=FLOOR_SUBSCRIPTIONS)
-    args = parser.parse_args()
-    measured = measure(args.subscriptions)
-    print(json.dumps(measured), flush=True)
-
+def simulate_run(measured: dict, subscriptions: int = FLOOR_SUBSCRIPTIONS, seeds=(7, 11, 13)) -> dict:
+    """The 100,000-subscription run under Stripe's limit, from the measured
+    per-invoice work, for several worker caps; each figure the median of
+    the runs with `seeds` (Stripe's latency is random)."""
     from chalicelib.config import settings
 
     cap = settings().billing_worker_concurrency
     # DynamoDB in the same region answers a request in about 5 ms, a
     # transaction in about 15; the Lambda invocation from SQS costs ~20 ms;
-    # EventBridge PutEvents ~15 ms each. CPU is what was measured above.
+    # EventBridge PutEvents ~15 ms each. CPU is what was measured.
     cpu = measured["cpu_ms_per_invoice"]["median"] / 1000
     requests = measured["dynamodb_requests_per_invoice"]["mean"]
     before = 0.020 + (requests - 1) * 0.005 + 0.015 + cpu
     after = 0.005 + measured["eventbridge_calls_per_invoice"] * 0.015
-    runs = [simulate(args.simulated, c, before_charge=before, after_charge=after) for c in (10, 20, cap, 50, 100)]
-    print(json.dumps({"benchmark": "billing_run_simulated", "subscriptions": args.simulated,
-                      "stripe_writes_per_second": STRIPE_WRITES_PER_SECOND, "configured_concurrency": cap,
-                      "worker_seconds_before_charge": round(before, 3), "worker_seconds_after_charge": round(after, 3),
-                      "runs": runs}), flush=True)
+    runs = []
+    for concurrency in sorted({10, 20, cap, 50, 100}):
+        trials = sorted((simulate(subscriptions, concurrency, before_charge=before, after_charge=after, seed=seed)
+                         for seed in seeds), key=lambda r: r["seconds"])
+        runs.append({**trials[len(trials) // 2], "seeds": list(seeds),
+                     "ratio_range": [trials[0]["ratio_to_floor"], trials[-1]["ratio_to_floor"]]})
     configured = next(r for r in runs if r["concurrency"] == cap)
-    return 0 if configured["ratio_to_floor"] <= 1.1 and measured["dynamodb_requests_per_invoice"]["max"] <= \
-        TARGET_DYNAMODB_REQUESTS and measured["stripe_writes_per_invoice"] == 1 else 1
+    return {"benchmark": "billing_run_simulated", "subscriptions": subscriptions,
+            "stripe_writes_per_second": STRIPE_WRITES_PER_SECOND, "configured_concurrency": cap,
+            "worker_seconds_before_charge": round(before, 3), "worker_seconds_after_charge": round(after, 3),
+            "configured": configured, "runs": runs}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--subscriptions", type=int, default=int(os.environ.get("BENCH_SUBSCRIPTIONS", "1000")))
+    parser.add_argument("--simulated", type=int, default=FLOOR_SUBSCRIPTIONS)
+    args = parser.parse_args(argv if argv is not None else [])
+    measured = measure(args.subscriptions)
+    print(json.dumps(measured), flush=True)
+    simulated = simulate_run(measured, args.simulated)
+    print(json.dumps(simulated), flush=True)
+    configured = simulated["configured"]
+    met = (configured["ratio_to_floor"] <= 1.1
+           and measured["dynamodb_requests_per_invoice"]["max"] <= TARGET_DYNAMODB_REQUESTS
+           and measured["stripe_writes_per_invoice"] == 1)
+    return {"benchmark": "billing", "measured": measured, "simulated": simulated, "targets_met": met}
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(0 if main(sys.argv[1:])["targets_met"] else 1)

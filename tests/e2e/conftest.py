@@ -126,10 +126,3 @@ def new_merchant(operator):
         return api
 
     return create
-
-
-def pytest_collection_modifyitems(items):
-    # Every e2e test shares one local stage: keep them on one xdist worker.
-    for item in items:
-        if "/e2e/" in str(item.fspath):
-            item.add_marker(pytest.mark.xdist_group("local-stage"))

@@ -8,6 +8,8 @@ from datetime import datetime, timedelta
 
 import paho.mqtt.client as mqtt
 
+from tests.e2e.conftest import ROOT
+
 OFFER = {
     "code": "clico-neksia",
     "name": "Clic&O Neksia",
@@ -105,3 +107,50 @@ def test_post_usage_over_http(stage, operator, new_merchant):
     assert again.json() == {"accepted": 0, "duplicates": 3}
     usage = merchant.get(f"/subscriptions/{subscription_id}/usage").json()
     assert usage["meters"]["calls"]["total"] == "3"
+
+
+def test_the_simulator_feeds_the_stage(stage, operator, new_merchant):
+    """What `make simulate` runs, against the running stage: two machines,
+    the first one's counters reset half-way, one message published twice."""
+    import subprocess
+    import sys
+
+    from infra.local.simulator import plan
+
+    merchant = new_merchant()
+    merchant_id = merchant.merchant["id"]
+    subscription_id = subscribed_machine(merchant, "neksia-0001")
+    attached = merchant.post("/devices", json={"device_id": "neksia-0002", "subscription_id": subscription_id})
+    assert attached.status_code == 201, attached.text
+    start = stage_now(operator) + timedelta(seconds=30)
+    args = ["--devices", "2", "--merchant", merchant_id, "--readings", "4", "--step-minutes", "1",
+            "--start", iso(start), "--port", str(stage.ports["mqtt"])]
+    done = subprocess.run([sys.executable, "-m", "infra.local.simulator", *args], capture_output=True, text=True,
+                          timeout=60, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert "published 9 messages for 2 machine(s)" in done.stdout
+
+    # The same plan, computed here: the usage each machine must add up to.
+    messages = plan(2, 4, start, timedelta(minutes=1), 42)
+    expected = {"montages": 0, "tracings": 0}
+    last_seq = {}
+    for device in ("neksia-0001", "neksia-0002"):
+        mine = [m for d, m in messages if d == device]
+        last_seq[device] = mine[-1]["seq"]
+        for before, after in zip(mine, mine[1:]):
+            if before["seq"] == after["seq"]:
+                continue  # the duplicate
+            for meter in expected:
+                delta = after["counters"][meter] - before["counters"][meter]
+                expected[meter] += delta if delta >= 0 else after["counters"][meter]
+
+    def caught_up():
+        devices = [merchant.get(f"/devices/{d}").json() for d in last_seq]
+        return all((d.get("last_reading") or {}).get("seq") == last_seq[d["id"]] for d in devices) and devices
+
+    devices = wait_for(caught_up)
+    assert devices, stage.logs()
+    # The first machine's two counters were reset (one board for both): each flagged.
+    assert devices[0]["counter_resets"] == 2 and devices[1]["counter_resets"] == 0
+    meters = merchant.get(f"/subscriptions/{subscription_id}/usage").json()["meters"]
+    assert {m: meters[m]["total"] for m in expected} == {m: str(v) for m, v in expected.items()}

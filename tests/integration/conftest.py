@@ -8,6 +8,8 @@ import os
 import pytest
 from moto import mock_aws
 
+import tests.integration.table_stream  # noqa: F401  (moto copies stream records cheaply)
+
 ADMIN_KEY = os.environ["ADMIN_API_KEY"]
 
 

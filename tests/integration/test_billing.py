@@ -8,6 +8,7 @@ makes are counted there, per Stripe customer."""
 from __future__ import annotations
 
 import json
+import os
 import threading
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -382,10 +383,13 @@ def test_a_crash_after_stripe_charged_then_a_retry_charges_once(merchant, clock)
     assert len(charges_of(merchant, customer_id)) == 1
     assert merchant.get(f"/invoices/{invoice['id']}").json["status"] == "open"
 
-    # SQS delivers the message again after its visibility timeout: the lease
-    # has run out, the charge made before the crash is found, not made again.
+    # SQS delivers the message again after its visibility timeout, to a
+    # worker: the lease has run out, the charge made before the crash is
+    # found, not made again.
     clock.set(clock.now() + timedelta(minutes=6))
-    bill(merchant, sub["id"], boundary=iso(NOV_1))
+    message = {"type": "bill_subscription", "merchant_id": merchant_id, "subscription_id": sub["id"],
+               "boundary": iso(NOV_1)}
+    assert jobs.billing_worker(sqs_event([jobs.message_body(message)])) == {"batchItemFailures": []}
     paid = merchant.get(f"/invoices/{invoice['id']}").json
     assert paid["status"] == "paid" and paid["amount_paid"] == "58.80"
     [charge] = charges_of(merchant, customer_id)
@@ -480,6 +484,56 @@ def test_a_new_card_retries_at_once_and_reactivates(merchant, clock):
     assert paid["status"] == "paid" and [a["status"] for a in paid["payment_attempts"]] == ["failed", "succeeded"]
     assert merchant.get(f"/subscriptions/{sub['id']}").json["status"] == "active"
     assert len(charges_of(merchant, customer_id)) == 1
+
+
+def test_a_card_gone_by_the_boundary_makes_it_past_due_with_a_payment_link(merchant, clock, published):
+    customer_id = new_customer(merchant)
+    sub = subscribe(merchant, customer_id, simple_offer(merchant), start_at=iso(NOV_1))
+    bill(merchant, sub["id"])
+    assert merchant.get(f"/subscriptions/{sub['id']}").json["status"] == "active"
+    # Someone deletes the Stripe customer in the dashboard: no card any more.
+    record = customer_store.get_customer(merchant.merchant["id"], customer_id)
+    cards.stripe_customer_deleted({"id": record.stripe_customer_id, "object": "customer",
+                                   "metadata": {"merchant_id": merchant.merchant["id"], "customer_id": customer_id}})
+    clock.set(DEC_1 + timedelta(minutes=1))
+    jobs.billing_scheduler(clock.now(), inline=True)
+    december = invoices_of(merchant, sub["id"])[-1]
+    assert (december["status"], december["amount_due"]) == ("open", december["total"])
+    assert [(a["status"], a["failure_code"], a["payment_intent"]) for a in december["payment_attempts"]] == [
+        ("failed", "no_payment_method", None)]
+    # The link the customer is sent (by the alerts) is on the invoice and in the event.
+    link = december["payment_link"]
+    assert link["url"].startswith("http") and "/pay/" in link["url"] and link["expires_at"] > iso(clock.now())
+    [failed] = published.of_type("invoice.payment_failed")
+    assert failed["invoice"]["payment_link"] == link
+    assert merchant.get(f"/subscriptions/{sub['id']}").json["status"] == "past_due"
+    listing = payments._client().v1.payment_intents.list(params={"customer": record.stripe_customer_id, "limit": 100})
+    assert len(listing.data) == 1  # November's only
+
+
+def test_one_failing_subscription_does_not_stop_the_local_run(merchant, clock):
+    """The local clock runs the jobs in its own process: a subscription whose
+    billing fails is reported and left on the billing queue (the driver
+    retries it, as SQS would redeliver it); the others are billed."""
+    import boto3
+
+    offer_id = simple_offer(merchant)
+    doomed_customer = new_customer(merchant, name="Gone")
+    doomed = subscribe(merchant, doomed_customer, offer_id, start_at=iso(NOV_1))
+    fine = subscribe(merchant, new_customer(merchant), offer_id, start_at=iso(NOV_1))
+    # A record lost under the run's feet (a bad restore): billing it fails.
+    merchant_id = merchant.merchant["id"]
+    boto3.client("dynamodb").delete_item(
+        TableName=os.environ["TABLE_NAME"],
+        Key={"pk": {"S": f"{merchant_id}#{doomed_customer}"}, "sk": {"S": "customer"}})
+    result = jobs.billing_scheduler(clock.now(), inline=True)
+    assert result["due"] == 2 and result["failed"] == 1 and result["requeued"] == 1
+    failed = [p for p in result["processed"] if "error" in p]
+    assert [(p["subscription_id"], p["error"]) for p in failed] == [(doomed["id"], "NotFound")]
+    assert [i["status"] for i in invoices_of(merchant, fine["id"])] == ["paid"]
+    assert invoices_of(merchant, doomed["id"]) == []
+    queued = boto3.client("sqs").receive_message(QueueUrl=os.environ["BILLING_QUEUE_URL"], MaxNumberOfMessages=10)
+    assert [json.loads(m["Body"])["subscription_id"] for m in queued["Messages"]] == [doomed["id"]]
 
 
 def test_payment_webhooks_are_recorded_once(merchant, clock):

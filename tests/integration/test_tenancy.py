@@ -1,59 +1,81 @@
-"""Tenant isolation: another merchant's object is 404 on every GET path, never
-403 and never the object (API.md: no existence oracle).
+"""Tenant isolation, swept over the route table: another merchant's object is
+404 on every merchant route that names one, never 403 and never the object
+(API.md: no existence oracle), and it is left as it was.
 
-Each resource registers a function that creates one with merchant A's Api and
-returns the GET paths that show it; the one test below runs every entry."""
-from collections.abc import Callable
+The routes come from `endpoint()`'s table (tests/integration/route_sweep.py),
+the objects from one maker per path parameter: a new route is swept the day
+it is added, and a new kind of parameter fails here until it has a maker."""
+from __future__ import annotations
 
-import pytest
+from tests.integration.route_sweep import (
+    ACCEPT,
+    MAKERS,
+    READ_PATHS,
+    Owner,
+    fill,
+    path_parameters,
+    query_filters,
+    route_id,
+    routes_with,
+    valid_body,
+)
 
-from tests.integration.conftest import Api
-from tests.unit.test_catalog import API_EXAMPLE
-
-# (resource name, create(api_of_merchant_a) -> GET paths of what it created)
-RESOURCES: list[tuple[str, Callable[[Api], list[str]]]] = []
-
-
-def resource(name: str):
-    def register(create: Callable[[Api], list[str]]):
-        RESOURCES.append((name, create))
-        return create
-
-    return register
-
-
-@resource("offer")
-def _offer(api: Api) -> list[str]:
-    response = api.post("/offers", API_EXAMPLE)
-    assert response.status == 201, response
-    return [f"/offers/{response.json['id']}"]
+MERCHANT_ROUTES = routes_with("merchant")
+BY_OBJECT = [route for route in MERCHANT_ROUTES if path_parameters(route)]
+BY_FILTER = [route for route in MERCHANT_ROUTES if not path_parameters(route) and query_filters(route)]
 
 
-@resource("customer")
-def _customer(api: Api) -> list[str]:
-    response = api.post("/customers", {"name": "Optique Durand", "email": "compta@durand.fr", "country": "FR"})
-    assert response.status == 201, response
-    return [f"/customers/{response.json['id']}"]
+def test_the_sweep_covers_every_route_that_names_an_object():
+    assert len(BY_OBJECT) >= 20 and len(BY_FILTER) >= 2
+    for route in BY_OBJECT:
+        missing = [name for name in path_parameters(route) if name not in MAKERS]
+        assert not missing, f"{route_id(route)}: add a maker for {missing} in tests/integration/route_sweep.py"
+    assert set(READ_PATHS) == set(MAKERS)
 
 
-@resource("subscription")
-def _subscription(api: Api) -> list[str]:
-    customer = api.post("/customers", {"name": "Optique Durand", "email": "compta@durand.fr", "country": "FR"})
-    offer = api.post("/offers", API_EXAMPLE)
-    response = api.post("/subscriptions", {"customer_id": customer.json["id"], "offer_id": offer.json["id"]})
-    assert response.status == 201, response
-    path = f"/subscriptions/{response.json['id']}"
-    return [path, f"{path}/history", f"{path}/upcoming-invoice",
-            f"/subscriptions?customer_id={customer.json['id']}"]
+def _call(api, route, path):
+    body = valid_body(route)
+    return api.request(route.method, path, body, headers={"Accept": ACCEPT})
 
 
-@pytest.mark.parametrize("name, create", RESOURCES, ids=[name for name, _ in RESOURCES])
-def test_another_merchant_gets_404(new_merchant, name, create):
-    owner, other = new_merchant(), new_merchant()
-    paths = create(owner)
-    assert paths
-    for path in paths:
-        assert owner.get(path).status == 200, path
-        response = other.get(path)
-        assert response.status == 404, (path, response)
-        assert response.json["error"]["code"] == "not_found"
+def test_another_merchants_object_is_404_and_untouched(new_merchant):
+    """One owner and one other merchant for the whole sweep (one moto each
+    test is the cost): the other's attempts must leave every object as it was."""
+    owner, other = Owner(new_merchant()), new_merchant(name="Autre")
+    failures = []
+    for route in BY_OBJECT:
+        names = path_parameters(route)
+        path = fill(route, {name: owner[name] for name in names})
+        shown = {name: owner.api.get(_object_path(name, owner)).json for name in names}
+
+        response = _call(other, route, path)
+        if response.status != 404 or response.json["error"]["code"] != "not_found":
+            failures.append((route_id(route), "another merchant got", response))
+        # The same answer as for an object that never existed: nothing to learn.
+        unknown = _call(other, route, fill(route, {name: f"{owner[name]}x" for name in names}))
+        if (unknown.status, unknown.json["error"]["code"]) != (404, "not_found"):
+            failures.append((route_id(route), "an unknown object got", unknown))
+        for name in names:
+            if owner.api.get(_object_path(name, owner)).json != shown[name]:
+                failures.append((route_id(route), f"changed {name}", None))
+        if route.method == "GET" and _call(owner.api, route, path).status != 200:
+            failures.append((route_id(route), "the owner could not read", path))
+    assert not failures, "\n".join(map(str, failures))
+
+
+def test_a_list_filtered_by_another_merchants_object_shows_nothing(new_merchant):
+    owner, other = Owner(new_merchant()), new_merchant(name="Autre")
+    for route in BY_FILTER:
+        for name in query_filters(route):
+            mine = owner.api.get(f"{route.path}?{name}={owner[name]}")
+            assert mine.status == 200, mine
+            response = other.get(f"{route.path}?{name}={owner[name]}")
+            assert response.status in (200, 404), (route_id(route), name, response)
+            if response.status == 200:
+                assert response.json["data"] == [], (route_id(route), name, response)
+            else:
+                assert response.json["error"]["code"] == "not_found"
+
+
+def _object_path(name: str, owner: Owner) -> str:
+    return READ_PATHS[name].format(**{name: owner[name]})

@@ -475,16 +475,37 @@ def test_a_correction_is_a_signed_difference_of_the_same_subscription_and_meter(
     assert clico.post("/usage", {"events": [event(clico, "c1-d", "-1", meter="calls", corrects="c1")]}).status == 400
 
 
-def test_a_large_request_is_written_in_several_transactions(clico):
+def test_a_large_request_is_written_in_several_transactions(clico, monkeypatch):
+    from chalicelib.services import usage as usage_service
+    from chalicelib.store import dynamo
+
     use_clock(FixedClock(utc(2026, 12, 20)))
-    # 150 events over two periods: more than one transaction of 100 items.
-    # (moto copies the whole table for each transaction: kept small.)
-    events = [event(clico, f"call-{i}", "1", utc(2026, 11, 2) + timedelta(days=i % 40)) for i in range(150)]
-    assert clico.post("/usage", {"events": events}).json == {"accepted": 150, "duplicates": 0}
-    nov = sum(1 for i in range(150) if utc(2026, 11, 2) + timedelta(days=i % 40) < NOV.end)
-    assert usage_of(clico)["calls"]["total"] == str(nov)
-    assert usage_of(clico, DEC)["calls"]["total"] == str(150 - nov)
-    assert clico.post("/usage", {"events": events}).json == {"accepted": 0, "duplicates": 150}
+    # A transaction of 8 items instead of DynamoDB's 100: the same splitting
+    # with 30 events (moto copies the whole table for every item of a
+    # transaction, so 100-item ones would take most of a minute here).
+    monkeypatch.setattr(usage_service, "TRANSACTION_ITEMS", 8)
+    transactions = []
+
+    def count(params, **_):
+        transactions.append(len(params["TransactItems"]))
+
+    dynamo.client().meta.events.register("before-parameter-build.dynamodb.TransactWriteItems", count)
+    try:
+        times = [utc(2026, 11, 2) + timedelta(days=i % 40) for i in range(0, 60, 2)]
+        events = [event(clico, f"call-{i}", "1", ts) for i, ts in enumerate(times)]
+        assert clico.post("/usage", {"events": events}).json == {"accepted": 30, "duplicates": 0}
+        assert len(transactions) >= 4 and max(transactions) <= 8, transactions
+        # Each transaction: its events and the tallies of the (at most two) periods they fall in.
+        assert 30 + len(transactions) <= sum(transactions) <= 30 + 2 * len(transactions)
+        nov = sum(1 for ts in times if ts < NOV.end)
+        assert 0 < nov < 30
+        assert usage_of(clico)["calls"]["total"] == str(nov)
+        assert usage_of(clico, DEC)["calls"]["total"] == str(30 - nov)
+        written = len(transactions)
+        assert clico.post("/usage", {"events": events}).json == {"accepted": 0, "duplicates": 30}
+        assert len(transactions) == written  # duplicates write nothing
+    finally:
+        dynamo.client().meta.events.unregister("before-parameter-build.dynamodb.TransactWriteItems", count)
 
 
 def test_usage_of_a_billed_period_stays_there_for_the_next_invoice(clico, client):

@@ -1,0 +1,367 @@
+"""The answers of the API as pydantic models, for the OpenAPI document only.
+
+Services build their answers as dicts (they are the one home of what an
+object holds); these models describe them so that the published document,
+and schemathesis' check of every answer against it, say the same thing. A
+route names its model with `endpoint(..., response="Customer")`: a model of
+the view's own module, or of this one; this module is imported only when the
+document is built, never on a request's path.
+
+Objects list every field they always carry (required, nullable where the
+field can be null) and leave room for fields added later (additional
+properties are allowed, as a merchant's client must allow them).
+"""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Time = str  # ISO 8601, UTC, with `Z`
+Money = str  # a decimal string in major units ("12.50")
+
+
+class _Answer(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class ErrorDetail(_Answer):
+    type: str = Field(examples=["invalid_request_error"])
+    code: str = Field(examples=["invalid_request"])
+    message: str
+    param: str | None = Field(description="the field at fault, e.g. components[1].tiers[0].up_to")
+    request_id: str = Field(description="quote it to support; the logs carry the same id")
+
+
+class Error(BaseModel):
+    """API.md's error object: every 4xx and 5xx answer of a JSON route."""
+
+    model_config = ConfigDict(extra="forbid")
+    error: ErrorDetail
+
+
+class Health(_Answer):
+    status: Literal["ok"]
+    stage: str
+    version: str
+
+
+# -- merchants ---------------------------------------------------------------------------
+
+
+class KeyPrefix(_Answer):
+    prefix: str
+
+
+class Merchant(_Answer):
+    id: str = Field(examples=["mer_01jd3k5r8v6m2q9w4x7y0z1a2b"])
+    object: Literal["merchant"]
+    name: str
+    default_currency: str
+    alert_emails: list[str]
+    tax_rates: dict[str, str]
+    invoice_prefix: str
+    dunning_retry_days: list[int]
+    locale: str
+    timezone: str
+    api_keys: list[KeyPrefix]
+    created_at: Time
+
+
+class MerchantWithKey(Merchant):
+    api_key: str = Field(description="the merchant's first key, shown only this once")
+
+
+class ApiKey(_Answer):
+    prefix: str
+    api_key: str = Field(description="shown only this once")
+    created_at: Time
+
+
+class RevokedKey(_Answer):
+    prefix: str
+    deleted: Literal[True]
+
+
+# -- offers ------------------------------------------------------------------------------
+
+
+class OfferVersionRef(_Answer):
+    version: int
+    effective_from: Time
+
+
+class OfferObject(_Answer):
+    id: str
+    object: Literal["offer"]
+    code: str
+    name: str
+    currency: str
+    billing_interval: str
+    interval_count: int
+    trial_days: int
+    commitment_months: int
+    ladder: str | None
+    tier_rank: int | None
+    entitlements: list[str]
+    components: list[dict[str, Any]] = Field(description="the latest version's components, as posted")
+    options: list[dict[str, Any]] = Field(description="the latest version's options, as posted")
+    status: Literal["active", "archived"]
+    version: int
+    versions: list[OfferVersionRef]
+    created_at: Time
+
+
+# -- customers ---------------------------------------------------------------------------
+
+
+class Card(_Answer):
+    brand: str
+    last4: str
+    exp_month: int
+    exp_year: int
+
+
+class Customer(_Answer):
+    id: str
+    object: Literal["customer"]
+    name: str
+    email: str
+    country: str
+    external_id: str | None
+    locale: str | None
+    tax_exempt: bool
+    metadata: dict[str, str]
+    default_payment_method: Card | None
+    credit_balances: dict[str, Money] = Field(description="credit per currency, used first by the next invoices")
+    created_at: Time
+
+
+# -- subscriptions -----------------------------------------------------------------------
+
+
+class Subscription(_Answer):
+    id: str
+    object: Literal["subscription"]
+    customer_id: str
+    status: Literal["incomplete", "trialing", "active", "past_due", "canceled"]
+    paused: bool
+    cancel_at_period_end: bool
+    offer_id: str
+    offer_version: int
+    currency: str
+    options: list[str]
+    price_overrides: dict[str, Any] | None
+    current_period_start: Time | None
+    current_period_end: Time | None
+    commitment_ends_at: Time | None
+    created_at: Time
+
+
+class HistoryEntry(_Answer):
+    at: Time
+    type: str
+    actor: str
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+
+
+class InvoiceLine(_Answer):
+    kind: str = Field(description="fee, option, usage, minimum, proration, adjustment or credit")
+    component: str | None
+    description: str
+    quantity: str | None
+    unit_amount: str | None
+    amount: Money
+    period_start: Time | None
+    period_end: Time | None
+
+
+class TaxLine(_Answer):
+    rate: str
+    amount: Money
+
+
+class UpcomingInvoice(_Answer):
+    object: Literal["invoice"]
+    status: Literal["upcoming"]
+    customer_id: str
+    subscription_id: str
+    currency: str
+    lines: list[InvoiceLine]
+    subtotal: Money
+    tax: list[TaxLine]
+    total: Money
+    amount_due: Money
+
+
+class SubscriptionUsage(_Answer):
+    object: Literal["usage"]
+    subscription_id: str
+    period_start: Time
+    period_end: Time
+    invoiced: bool
+    meters: dict[str, dict[str, Any]] = Field(description="per meter, the period's aggregated quantity")
+
+
+# -- customers, as one page ----------------------------------------------------------------
+
+
+class CustomerRelationship(Customer):
+    """The whole relationship on one page (API.md)."""
+
+    subscriptions: list[Subscription]
+    latest_invoices: list[dict[str, Any]]
+    devices: list[dict[str, Any]]
+    open_alerts: list[dict[str, Any]]
+
+
+class PaymentLink(_Answer):
+    url: str
+    expires_at: Time
+
+
+class CardSaved(_Answer):
+    default_payment_method: Card
+
+
+# -- devices and usage -------------------------------------------------------------------
+
+
+class Device(_Answer):
+    id: str
+    object: Literal["device"]
+    device_id: str
+    subscription_id: str
+    customer_id: str
+    attached_at: Time
+    counters: dict[str, dict[str, Any]] = Field(description="the last accepted reading per counter")
+    last_reading: dict[str, Any] | None
+    late_readings: int
+    counter_resets: int
+    attachments: list[dict[str, Any]]
+
+
+class UsageRecorded(_Answer):
+    accepted: int
+    duplicates: int
+
+
+# -- invoices ----------------------------------------------------------------------------
+
+
+class PaymentAttempt(_Answer):
+    at: Time
+    status: str
+    payment_intent: str | None
+    failure_code: str | None
+
+
+class Invoice(_Answer):
+    id: str
+    object: Literal["invoice"]
+    number: str | None
+    status: Literal["draft", "open", "paid", "void", "uncollectible"]
+    customer_id: str
+    subscription_id: str | None
+    currency: str
+    period_start: Time | None
+    period_end: Time | None
+    lines: list[InvoiceLine]
+    subtotal: Money
+    tax: list[TaxLine]
+    credit_applied: Money
+    total: Money
+    amount_paid: Money
+    amount_due: Money
+    payment_attempts: list[PaymentAttempt]
+    next_payment_attempt: Time | None
+    created_at: Time
+
+
+# -- reports -----------------------------------------------------------------------------
+
+
+class CurrencyFigures(_Answer):
+    mrr: Money = Field(description="mrr_recurring + mrr_usage")
+    mrr_recurring: Money = Field(description="recurring fees of live subscriptions at the month's end, per month")
+    mrr_usage: Money = Field(description="average usage charges of the month and the two before it")
+    arr: Money = Field(description="12 x mrr")
+    active_subscriptions: int = Field(description="live (active or past_due, not paused) at the month's end")
+    active_subscriptions_at_start: int
+    new_subscriptions: int
+    churned_subscriptions: int
+    churn_rate: str | None = Field(description="churned / active at the month's start; null when none was active")
+    invoiced: Money
+    collected: Money
+    outstanding: Money = Field(description="amount due on open invoices at the month's end")
+    usage_charges: Money
+    usage: dict[str, str] = Field(description="per meter, the quantity used in the month")
+
+
+class ReportSummary(_Answer):
+    object: Literal["report"]
+    month: str = Field(examples=["2026-10"])
+    currencies: dict[str, CurrencyFigures]
+
+
+class UsageBucket(_Answer):
+    quantity: str
+    subscriptions: list[dict[str, str]] = Field(description="[{subscription_id, quantity}]")
+
+
+class UsageReport(_Answer):
+    object: Literal["usage_report"]
+    meter: str
+    group_by: Literal["day", "month"]
+    data: list[UsageBucket] = Field(description="per day (`day`) or month (`month`), oldest first")
+
+
+# -- webhooks and the local stage ----------------------------------------------------------
+
+
+class WebhookReceived(_Answer):
+    handled: bool
+
+
+class Clock(_Answer):
+    now: Time
+
+
+class ClockMoved(Clock):
+    jobs: Any = Field(description="what each scheduled job that fell due did")
+
+
+class OpenApiDocument(_Answer):
+    openapi: str
+    info: dict[str, Any]
+    paths: dict[str, Any]
+    components: dict[str, Any]
+
+
+# -- lists ---------------------------------------------------------------------------------
+
+
+class _List(_Answer):
+    has_more: bool
+    next_cursor: str | None
+
+
+class OfferList(_List):
+    data: list[OfferObject]
+
+
+class CustomerList(_List):
+    data: list[Customer]
+
+
+class SubscriptionList(_List):
+    data: list[Subscription]
+
+
+class HistoryList(_List):
+    data: list[HistoryEntry]
+
+
+class InvoiceList(_List):
+    data: list[Invoice]

@@ -1,0 +1,140 @@
+"""The monthly aggregates of the reports, and the markers that make each
+fact count once (billing table, low-level client: the figures are added with
+`ADD`, which PynamoDB cannot express without its float NumberAttribute).
+
+- `{merchant}#report` / `month#{YYYY-MM}#{currency}`: the month's flows
+  (`invoiced`, `usage_charges`, `collected`, `new`, `churned`,
+  `usage#<meter>`) and the changes of the stocks in it (`recurring_delta`,
+  `active_delta`, `outstanding_delta`);
+- `{merchant}#report` / `stock#{currency}`: the stocks now (`recurring`,
+  `active`, `outstanding`). `stock#` sorts after `month#`, so ONE Query from
+  `month#{M-2}` reads everything a month's summary needs;
+- `{merchant}#report_usage#{meter}` / `day#{YYYY-MM-DD}#{subscription_id}`:
+  a meter's usage per day and subscription (the usage statistics);
+- `{merchant}#report_feed` / `{stream event id}`: the marker of a change
+  already counted, written in the same transaction as its figures, kept
+  (TTL `expires_at`) longer than the stream keeps a record (24 h).
+
+Numbers are DynamoDB numbers written and read as decimal strings (exact to
+38 digits, never a binary float): money in major units, usage quantities.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from decimal import Decimal
+
+from chalicelib.store import dynamo
+from chalicelib.store.dynamo import key, n, s
+
+# How long a marker outlives its change: the stream keeps records 24 h, a
+# retried batch comes back within that.
+MARKER_DAYS = 3
+
+
+def report_pk(merchant_id: str) -> str:
+    return f"{merchant_id}#report"
+
+
+def usage_pk(merchant_id: str, meter: str) -> str:
+    return f"{merchant_id}#report_usage#{meter}"
+
+
+def usage_sk(day: str, subscription_id: str) -> str:
+    return f"day#{day}#{subscription_id}"
+
+
+def marker_pk(merchant_id: str) -> str:
+    return f"{merchant_id}#report_feed"
+
+
+def number(value: Decimal) -> dict:
+    return {"N": format(value, "f")}
+
+
+def add_figures(
+    merchant_id: str,
+    change_id: str,
+    figures: Mapping[tuple[str, str], Decimal],
+    usage: Mapping[tuple[str, str, str], Decimal],
+    expires_at: int,
+) -> bool:
+    """Add `figures` ((sort key, name) -> amount) to the merchant's
+    aggregates and `usage` ((meter, day, subscription) -> quantity) to its
+    daily usage, once per `change_id`: the marker is put (if absent) in the
+    same transaction. False when the change was counted already.
+
+    The transaction fails as a whole on a conflict with another writer of
+    the same aggregate: the caller's retry (the stream's) counts it later."""
+    table = dynamo.table_name()
+    items = [{
+        "Put": {
+            "TableName": table,
+            "Item": {**key(marker_pk(merchant_id), change_id), "expires_at": n(expires_at)},
+            "ConditionExpression": "attribute_not_exists(pk)",
+        }
+    }]
+    by_item: dict[tuple[str, str], dict[str, Decimal]] = {}
+    for (sk, name), amount in figures.items():
+        by_item.setdefault((report_pk(merchant_id), sk), {})[name] = amount
+    for (meter, day, subscription_id), quantity in usage.items():
+        by_item.setdefault((usage_pk(merchant_id, meter), usage_sk(day, subscription_id)), {})["quantity"] = quantity
+    for (pk, sk), amounts in sorted(by_item.items()):
+        names = {f"#f{i}": name for i, name in enumerate(sorted(amounts))}
+        values = {f":v{i}": number(amounts[name]) for i, name in enumerate(sorted(amounts))}
+        adds = ", ".join(f"#f{i} :v{i}" for i in range(len(amounts)))
+        items.append({
+            "Update": {
+                "TableName": table,
+                "Key": key(pk, sk),
+                "UpdateExpression": f"SET merchant_id = :m ADD {adds}",
+                "ExpressionAttributeNames": names,
+                "ExpressionAttributeValues": {**values, ":m": s(merchant_id)},
+            }
+        })
+    if len(items) > 100:
+        raise ValueError("one change touches at most 99 aggregates")
+    try:
+        dynamo.client().transact_write_items(TransactItems=items)
+    except Exception as error:
+        codes = dynamo.cancellation_codes(error)
+        if codes and codes[0] == "ConditionalCheckFailed":
+            return False
+        raise
+    return True
+
+
+def aggregates_from(merchant_id: str, month: str) -> dict[str, dict[str, Decimal]]:
+    """Every month item from `month` on, and the stocks now: sort key ->
+    figures. One Query (a page per 1 MB: a merchant's report partition
+    holds a few items per month and currency)."""
+    items = dynamo.query_all(
+        KeyConditionExpression="pk = :pk AND sk >= :from",
+        ExpressionAttributeValues={":pk": s(report_pk(merchant_id)), ":from": s(f"month#{month}")},
+        ConsistentRead=True,
+    )
+    return {item["sk"]["S"]: _figures(item) for item in items}
+
+
+def daily_usage(merchant_id: str, meter: str, first_day: str, last_day: str) -> Iterator[tuple[str, str, Decimal]]:
+    """(day, subscription, quantity) of a meter from `first_day` to
+    `last_day` included, page by page."""
+    request = {
+        "TableName": dynamo.table_name(),
+        "KeyConditionExpression": "pk = :pk AND sk BETWEEN :a AND :b",
+        "ExpressionAttributeValues": {
+            ":pk": s(usage_pk(merchant_id, meter)), ":a": s(f"day#{first_day}#"), ":b": s(f"day#{last_day}#~"),
+        },
+    }
+    while True:
+        response = dynamo.client().query(**request)
+        for item in response.get("Items", []):
+            _, day, subscription_id = item["sk"]["S"].split("#", 2)
+            yield day, subscription_id, Decimal(item["quantity"]["N"])
+        last = response.get("LastEvaluatedKey")
+        if not last:
+            return
+        request["ExclusiveStartKey"] = last
+
+
+def _figures(item: dict) -> dict[str, Decimal]:
+    return {name: Decimal(value["N"]) for name, value in item.items() if "N" in value}

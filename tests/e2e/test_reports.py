@@ -1,0 +1,39 @@
+"""The reports on the local stage: its driver reads the billing table's
+stream as Lambda would, so a merchant's new subscription and usage show in
+its monthly summary and usage statistics within a moment."""
+import time
+import uuid
+
+from tests.unit.test_catalog import API_EXAMPLE
+
+
+def eventually(read, check, seconds: float = 30):
+    deadline = time.monotonic() + seconds
+    while True:
+        value = read()
+        if check(value) or time.monotonic() > deadline:
+            return value
+        time.sleep(0.3)
+
+
+def test_a_subscription_and_its_usage_reach_the_reports(new_merchant, stage):
+    merchant = new_merchant(timezone="UTC")
+    offer = dict(API_EXAMPLE, code="per-act", commitment_months=0,
+                 components=[c for c in API_EXAMPLE["components"] if c["type"] == "metered"][:1], options=[])
+    offer_id = merchant.post("/offers", json=offer).json()["id"]
+    customer_id = merchant.post("/customers", json={"name": "Durand", "email": "d@durand.fr",
+                                                    "country": "FR"}).json()["id"]
+    subscription = merchant.post("/subscriptions", json={"customer_id": customer_id, "offer_id": offer_id}).json()
+    now = subscription["current_period_start"]
+    month, day = now[:7], now[:10]
+    assert merchant.post("/usage", json={"events": [{
+        "event_id": f"e2e-{uuid.uuid4()}", "subscription_id": subscription["id"], "meter": "montages",
+        "quantity": "4", "timestamp": now}]}).json()["accepted"] == 1
+
+    summary = eventually(lambda: merchant.get("/reports/summary", params={"month": month}).json(),
+                         lambda s: s["currencies"].get("EUR", {}).get("usage", {}).get("montages") == "4")
+    eur = summary["currencies"]["EUR"]
+    assert (eur["new_subscriptions"], eur["active_subscriptions"], eur["usage"]) == (1, 1, {"montages": "4"})
+    usage = merchant.get("/reports/usage", params={"meter": "montages", "from": day, "to": day}).json()
+    assert usage["data"] == [{"day": day, "quantity": "4",
+                              "subscriptions": [{"subscription_id": subscription["id"], "quantity": "4"}]}]

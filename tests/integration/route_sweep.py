@@ -1,0 +1,151 @@
+"""The route table as the security and tenancy sweeps see it.
+
+Every sweep is generated from `http.route_table(app)` (what `endpoint()`
+registered), so a route added tomorrow is swept without anyone listing it.
+What a sweep cannot invent is a real object behind a path parameter: each
+parameter name has a maker here, and a route whose parameter has none fails
+the sweep until one is added."""
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from chalicelib.api.http import Route, route_table
+from tests.unit.test_catalog import API_EXAMPLE
+
+# Every media type a route answers with, so that no route refuses the
+# request for its Accept header before it looks at the key or the object.
+ACCEPT = "application/json, application/pdf, text/csv, text/html"
+
+# API.md: "Public, no key: GET /health, the payment page GET /pay/{token}
+# and its form posts, POST /webhooks/stripe"; and the API's own reference.
+PUBLIC = {
+    ("GET", "/health"), ("GET", "/pay/{token}"), ("POST", "/pay/{token}/complete"),
+    ("POST", "/webhooks/stripe"), ("GET", "/openapi.json"), ("GET", "/docs"),
+}
+
+
+def app_routes() -> list[Route]:
+    from app import app
+
+    return route_table(app)
+
+
+def routes_with(auth: str) -> list[Route]:
+    return [route for route in app_routes() if route.auth == auth]
+
+
+def route_id(route: Route) -> str:
+    return f"{route.method} {route.path}"
+
+
+def path_parameters(route: Route) -> list[str]:
+    return re.findall(r"{(\w+)}", route.path)
+
+
+def fill(route: Route, values: dict[str, str]) -> str:
+    return re.sub(r"{(\w+)}", lambda match: values[match.group(1)], route.path)
+
+
+def query_filters(route: Route) -> list[str]:
+    """The query parameters of a list that name one of the merchant's objects."""
+    from chalicelib.api import openapi
+
+    return [name for name in openapi.query_parameters(route) if name in MAKERS]
+
+
+# -- real objects of one merchant, one of each kind ----------------------------------------
+
+
+class Owner:
+    """A merchant and, made on first use, one object of each kind it owns."""
+
+    def __init__(self, api):
+        self.api = api
+        self._made: dict[str, str] = {}
+
+    def __getitem__(self, name: str) -> str:
+        if name not in self._made:
+            self._made[name] = MAKERS[name](self)
+        return self._made[name]
+
+    def post(self, path: str, body: dict) -> dict:
+        response = self.api.post(path, body)
+        assert response.status in (200, 201), (path, response)
+        return response.json
+
+
+def _offer(owner: Owner) -> str:
+    return owner.post("/offers", API_EXAMPLE)["id"]
+
+
+def _free_offer(owner: Owner) -> str:
+    return owner.post("/offers", {"code": "free", "name": "Free", "currency": "EUR", "billing_interval": "month",
+                                  "components": [{"code": "base", "type": "flat", "amount": "0.00"}]})["id"]
+
+
+def _customer(owner: Owner) -> str:
+    return owner.post("/customers", {"name": "Labo Martin", "email": "compta@labo-martin.fr", "country": "FR"})["id"]
+
+
+def _subscription(owner: Owner) -> str:
+    return owner.post("/subscriptions", {"customer_id": owner["customer_id"], "offer_id": owner["offer_id"]})["id"]
+
+
+def _device(owner: Owner) -> str:
+    return owner.post("/devices", {"device_id": "neksia-0042", "subscription_id": owner["subscription_id"]})["id"]
+
+
+def _invoice(owner: Owner) -> str:
+    """A paid invoice: a free offer bills at once, without Stripe."""
+    from chalicelib.services import billing
+
+    merchant_id = owner.api.merchant["id"]
+    subscription = owner.post("/subscriptions", {"customer_id": owner["customer_id"], "offer_id": _free_offer(owner)})
+    billing.bill_subscription(merchant_id, subscription["id"])
+    response = owner.api.get(f"/invoices?subscription_id={subscription['id']}")
+    assert response.status == 200 and response.json["data"], response
+    return response.json["data"][0]["id"]
+
+
+def _key_prefix(owner: Owner) -> str:
+    """A second key (the last one cannot be revoked)."""
+    return owner.post("/merchant/api-keys", {})["prefix"]
+
+
+MAKERS: dict[str, Callable[[Owner], str]] = {
+    "offer_id": _offer,
+    "customer_id": _customer,
+    "subscription_id": _subscription,
+    "device_id": _device,
+    "invoice_id": _invoice,
+    "prefix": _key_prefix,
+}
+
+# Where the owner reads the object a parameter names (its state before and
+# after another merchant's attempt).
+READ_PATHS = {
+    "offer_id": "/offers/{offer_id}",
+    "customer_id": "/customers/{customer_id}",
+    "subscription_id": "/subscriptions/{subscription_id}",
+    "device_id": "/devices/{device_id}",
+    "invoice_id": "/invoices/{invoice_id}",
+    "prefix": "/merchant",
+}
+
+# Bodies that pass validation, for the models that require fields (the
+# sweep must reach the object lookup, not stop at a 400).
+VALID_BODIES = {
+    "SubscriptionChange": {"effective": "period_end"},
+    "OfferVersion": {"effective_from": "2099-01-01T00:00:00Z", "components": API_EXAMPLE["components"],
+                     "options": API_EXAMPLE["options"]},
+}
+
+
+def valid_body(route: Route) -> dict | None:
+    from chalicelib.api import openapi
+
+    if route.method not in ("POST", "PATCH", "PUT", "DELETE"):
+        return None
+    model = openapi.request_model(route)
+    return VALID_BODIES.get(model.__name__, {}) if model else {}

@@ -1,0 +1,86 @@
+"""The benchmarks of tests/bench still run (`make bench` is not part of the
+suite): each on a tiny size, in a child interpreter, because they set
+their own environment and patch botocore and moto for their process."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+SMOKE = r'''
+import importlib.util, json, os
+os.environ.update(BENCH_DEVICES="3", BENCH_READINGS="2", BENCH_API_CUSTOMERS="1", BENCH_API_REQUESTS="1")
+from tests.bench import bench_api, bench_billing, bench_ingest, bench_package, bench_rating, harness
+from chalicelib.domain.catalog import parse_offer
+
+out = {}
+offer = parse_offer(bench_rating.OFFER)
+items = bench_rating.workload(50)
+out["rating"] = bench_rating.run_once(offer, items)
+out["simulated"] = bench_billing.simulate(300, 10, before_charge=0.05, after_charge=0.05)
+out["ingest"] = bench_ingest.run(10)
+out["billing"] = bench_billing.measure(1)
+out["api"] = bench_api.main()
+out["first_call_modules_missing"] = [m for ms in bench_package.FIRST_CALL_IMPORTS.values() for m in ms
+                                     if importlib.util.find_spec(m) is None]
+out["functions_unknown"] = [f for f in bench_package.functions() if f not in bench_package.FIRST_CALL_IMPORTS]
+
+# The benchmarks' cheaper moto transactions still roll a cancelled one back.
+import boto3
+from moto import mock_aws
+harness.item_scoped_moto_transactions()
+with mock_aws():
+    db = boto3.client("dynamodb", region_name="eu-west-1")
+    db.create_table(TableName="t", BillingMode="PAY_PER_REQUEST",
+                    AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+                    KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}])
+    db.put_item(TableName="t", Item={"pk": {"S": "a"}, "v": {"N": "1"}})
+    try:
+        db.transact_write_items(TransactItems=[
+            {"Update": {"TableName": "t", "Key": {"pk": {"S": "a"}}, "UpdateExpression": "SET v = :two",
+                        "ExpressionAttributeValues": {":two": {"N": "2"}}}},
+            {"Put": {"TableName": "t", "Item": {"pk": {"S": "b"}}}},
+            {"ConditionCheck": {"TableName": "t", "Key": {"pk": {"S": "c"}},
+                                "ConditionExpression": "attribute_exists(pk)"}},
+        ])
+        out["cancelled"] = False
+    except db.exceptions.TransactionCanceledException:
+        out["cancelled"] = True
+    out["after_cancel"] = [db.get_item(TableName="t", Key={"pk": {"S": k}}).get("Item") for k in "ab"]
+    db.transact_write_items(TransactItems=[{"Put": {"TableName": "t", "Item": {"pk": {"S": "b"}}}}])
+    out["after_commit"] = db.get_item(TableName="t", Key={"pk": {"S": "b"}}).get("Item")
+print("@@" + json.dumps(out, default=str))
+'''
+
+
+def test_every_benchmark_runs_on_a_tiny_size():
+    process = subprocess.run([sys.executable, "-c", SMOKE], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                             env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "HOME": str(ROOT)})
+    assert process.returncode == 0, process.stderr[-3000:]
+    out = json.loads(next(line for line in process.stdout.splitlines() if line.startswith("@@"))[2:])
+
+    assert out["rating"] > 0
+    assert out["simulated"]["floor_seconds"] == 12 and out["simulated"]["ratio_to_floor"] >= 1
+
+    ingest = out["ingest"]
+    assert ingest["readings"] == 6 and ingest["failed"] == 0 and ingest["usage_exact"] is True
+    assert ingest["reads_per_reading"] < 1 and ingest["writes_per_reading"] <= 1
+    assert ingest["wcu_per_reading"] > 0 and ingest["app_us_per_reading"] > 0
+
+    billing = out["billing"]
+    assert billing["invoices"] == 1 and billing["stripe_writes_per_invoice"] == 1
+    assert billing["dynamodb_requests_per_invoice"]["max"] <= 8
+
+    routes = out["api"]["routes"]
+    assert len(routes) == 5
+    assert all(r["dynamodb_requests"]["median"] >= 1 and r["cpu_ms"]["median"] > 0 for r in routes.values())
+
+    # A function added since is measured with `import app` alone, and listed.
+    assert out["first_call_modules_missing"] == []
+
+    assert out["cancelled"] is True
+    assert out["after_cancel"] == [{"pk": {"S": "a"}, "v": {"N": "1"}}, None]
+    assert out["after_commit"] == {"pk": {"S": "b"}}
