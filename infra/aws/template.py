@@ -17,9 +17,12 @@ for every function alike; a new handler needs nothing in this file:
 - for a DynamoDB stream event source (`@app.on_dynamodb_record(stream_arn=
   "arn:aws:dynamodb:::table/<Table>/stream/packaged")`, `<Table>` a logical
   id of the template whose table has a `StreamSpecification`): the table's
-  stream, partial batch failures, the right to read that stream, and an
-  alarm on the age of the oldest record left unread (a record failing
-  forever holds its shard back until the stream drops it, after 24 h);
+  stream, partial batch failures, a bounded number of retries after which
+  the failing record's place in the stream goes to a failure queue of its
+  own (so one bad record never holds its shard back until the stream drops
+  it, after 24 h, and operations can read it again from there), the rights
+  to read that stream and send to that queue, and an alarm on the age of
+  the oldest record left unread;
 - an alarm on its errors; and an alarm on the depth of every dead-letter queue.
 
 What a function may do beyond that is written in its own policy file,
@@ -58,6 +61,10 @@ TABLE = "AWS::DynamoDB::Table"
 # Oldest unread stream record, in ms, that raises the alarm: an hour late,
 # with 23 left before the stream drops it.
 STREAM_AGE_THRESHOLD_MS = 3_600_000
+# Tries of a failing stream record before it is set aside (with partial
+# batch failures, each try starts at that record): a passing DynamoDB or
+# code error clears well before; a record that fails this often will not.
+STREAM_RETRY_ATTEMPTS = 20
 LOG_ACTIONS = ["logs:CreateLogStream", "logs:PutLogEvents"]
 
 
@@ -95,12 +102,25 @@ def getatt_target(value) -> str | None:
 
 
 def dead_letter_queues(resources: dict) -> list[str]:
-    """Queues that some queue's redrive policy names as its dead-letter queue."""
+    """Queues that some queue's redrive policy names as its dead-letter
+    queue, and the failure queues of stream event sources."""
     found = set()
     for resource in resources.values():
         if resource["Type"] == QUEUE:
             redrive = resource.get("Properties", {}).get("RedrivePolicy") or {}
             target = getatt_target(redrive.get("deadLetterTargetArn"))
+            if target:
+                found.add(target)
+        # A stream event source's failure queue: in the SAM template (a
+        # function's event) and once transformed (an event source mapping).
+        sources = []
+        if resource["Type"] == FUNCTION:
+            events = resource.get("Properties", {}).get("Events", {}).values()
+            sources = [event.get("Properties", {}) for event in events]
+        elif resource["Type"] == "AWS::Lambda::EventSourceMapping":
+            sources = [resource.get("Properties", {})]
+        for source in sources:
+            target = getatt_target(source.get("DestinationConfig", {}).get("OnFailure", {}).get("Destination"))
             if target:
                 found.add(target)
     return sorted(found)
@@ -251,6 +271,14 @@ def _wire_stream(function: Function, event_id: str, event: dict, resources: dict
         )
     event["Stream"] = {"Fn::GetAtt": [table_id, "StreamArn"]}
     event["FunctionResponseTypes"] = ["ReportBatchItemFailures"]
+    failures = f"{function.logical_id}{event_id}Failures"
+    resources[failures] = {"Type": QUEUE, "Properties": {"MessageRetentionPeriod": 1209600}}
+    event["MaximumRetryAttempts"] = STREAM_RETRY_ATTEMPTS
+    event["DestinationConfig"] = {"OnFailure": {"Type": "SQS", "Destination": {"Fn::GetAtt": [failures, "Arn"]}}}
+    statements.append(
+        {"Sid": f"Send{failures}", "Effect": "Allow", "Action": ["sqs:SendMessage"],
+         "Resource": {"Fn::GetAtt": [failures, "Arn"]}}
+    )
     statements.append(
         {"Sid": f"Read{table_id}Stream", "Effect": "Allow", "Action": list(STREAM_ACTIONS),
          "Resource": {"Fn::GetAtt": [table_id, "StreamArn"]}}

@@ -169,3 +169,15 @@ def localstripe():
         process.terminate()
         process.wait(timeout=10)
         log.close()
+
+
+@pytest.fixture
+def clock(aws, localstripe, clock_start):
+    """The platform's clock, fixed at the module's `clock_start` for the
+    test to move; the real clock again afterwards."""
+    from chalicelib.clock import FixedClock, use_clock
+
+    fixed = FixedClock(clock_start)
+    use_clock(fixed)
+    yield fixed
+    use_clock(None)

@@ -16,7 +16,6 @@ import pytest
 
 from chalicelib import jobs, payments
 from chalicelib.api.local import _mail, _sent_messages
-from chalicelib.clock import FixedClock, use_clock
 from chalicelib.services import cards, payment_links
 from chalicelib.store import customers as customer_store
 from infra.local.lambda_events import LocalContext, sqs_event
@@ -29,11 +28,9 @@ OPS = "ops@optique-durand.fr"
 
 
 @pytest.fixture
-def clock(aws, localstripe):
-    fixed = FixedClock(NOW)
-    use_clock(fixed)
-    yield fixed
-    use_clock(None)
+def clock_start():
+    """When this module's `clock` starts."""
+    return NOW
 
 
 def add_card(api, customer_id: str, *, exp_month: int, exp_year: int, number: str = "4242424242424242") -> str:

@@ -17,11 +17,9 @@ from decimal import Decimal
 import pytest
 
 from chalicelib import jobs, payments
-from chalicelib.clock import FixedClock, use_clock
 from chalicelib.services import billing, cards
 from chalicelib.store import customers as customer_store
 from chalicelib.store import invoices as invoice_store
-from chalicelib.store import subscriptions as subscription_store
 from tests.integration.domain_events import published  # noqa: F401  (fixture)
 
 UTC = timezone.utc
@@ -55,11 +53,9 @@ CLICO = {
 
 
 @pytest.fixture
-def clock(aws, localstripe):
-    fixed = FixedClock(NOV_1)
-    use_clock(fixed)
-    yield fixed
-    use_clock(None)
+def clock_start():
+    """When this module's `clock` starts."""
+    return NOV_1
 
 
 @pytest.fixture

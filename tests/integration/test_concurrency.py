@@ -17,7 +17,6 @@ from datetime import timedelta
 import pytest
 
 from chalicelib import jobs, payments
-from chalicelib.clock import FixedClock, use_clock
 from chalicelib.services import customers as customer_service
 from chalicelib.services import subscriptions as subscription_service
 from chalicelib.store import customers as customer_store
@@ -33,11 +32,9 @@ SUBSCRIPTIONS = 8
 
 
 @pytest.fixture
-def clock(aws, localstripe):
-    fixed = FixedClock(NOV_1)
-    use_clock(fixed)
-    yield fixed
-    use_clock(None)
+def clock_start():
+    """When this module's `clock` starts."""
+    return NOV_1
 
 
 def run_threads(target, args_list) -> list:

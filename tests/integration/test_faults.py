@@ -17,10 +17,8 @@ from decimal import Decimal
 import pytest
 
 from chalicelib import config, jobs, payments
-from chalicelib.clock import FixedClock, use_clock
 from chalicelib.domain.money import to_minor
 from chalicelib.services import billing
-from chalicelib.store import customers as customer_store
 from chalicelib.store import invoices as invoice_store
 from tests.integration.faults import AwsFaults, StripeProxy, WorkerDied, item_of, transaction_items
 from tests.integration.test_billing import (  # noqa: F401  (atomic_dynamodb is a fixture)
@@ -35,11 +33,9 @@ LEASE_OVER = billing.LEASE + timedelta(minutes=1)
 
 
 @pytest.fixture
-def clock(aws, localstripe):
-    fixed = FixedClock(NOV_1)
-    use_clock(fixed)
-    yield fixed
-    use_clock(None)
+def clock_start():
+    """When this module's `clock` starts."""
+    return NOV_1
 
 
 @pytest.fixture

@@ -207,6 +207,14 @@ def test_a_new_stream_consumer_is_wired_to_its_table_stream():
     age = resources["CountThingsEAgeAlarm"]["Properties"]
     assert (age["MetricName"], age["Dimensions"]) == ("IteratorAge", [{"Name": "FunctionName",
                                                                        "Value": {"Ref": "CountThings"}}])
+    # A record that keeps failing is set aside, where operations see it.
+    assert event["MaximumRetryAttempts"] > 0
+    failures = event["DestinationConfig"]["OnFailure"]
+    assert failures == {"Type": "SQS", "Destination": {"Fn::GetAtt": ["CountThingsEFailures", "Arn"]}}
+    assert resources["CountThingsEFailures"]["Type"] == "AWS::SQS::Queue"
+    assert {"Sid": "SendCountThingsEFailures", "Effect": "Allow", "Action": ["sqs:SendMessage"],
+            "Resource": {"Fn::GetAtt": ["CountThingsEFailures", "Arn"]}} in policy
+    assert "CountThingsEFailuresDepthAlarm" in resources
 
 
 def test_the_billing_worker_is_capped_by_its_parameter():
@@ -336,7 +344,12 @@ def test_every_function_runs_as_its_own_role_with_its_policy(deployed):
                           "Resource": {"Fn::GetAtt": [queue, "Arn"]}})
         if kind == "dynamodb":
             table = table_named(event_source(the_app(), name).stream_arn)
-            added += [{"Sid": f"Read{table}Stream", "Effect": "Allow",
+            [failures] = [mapping["Properties"]["DestinationConfig"]["OnFailure"]["Destination"]["Fn::GetAtt"][0]
+                          for mapping in of_type(deployed, "AWS::Lambda::EventSourceMapping").values()
+                          if mapping["Properties"]["FunctionName"] == {"Ref": logical_id}]
+            added += [{"Sid": f"Send{failures}", "Effect": "Allow", "Action": ["sqs:SendMessage"],
+                       "Resource": {"Fn::GetAtt": [failures, "Arn"]}},
+                      {"Sid": f"Read{table}Stream", "Effect": "Allow",
                        "Action": ["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator"],
                        "Resource": {"Fn::GetAtt": [table, "StreamArn"]}},
                       {"Sid": f"List{table}Streams", "Effect": "Allow", "Action": ["dynamodb:ListStreams"],

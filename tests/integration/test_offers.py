@@ -3,12 +3,11 @@ the other services (load_offer, terms_at, offer_summary), on moto."""
 import base64
 import copy
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from decimal import Decimal
 
 import pytest
 
-from chalicelib.clock import FixedClock, use_clock
 from chalicelib.domain.errors import Conflict, NotFound
 from chalicelib.services import offers
 from chalicelib.store import offers as store
@@ -18,11 +17,9 @@ NOW = datetime(2026, 10, 1, 9, 30, tzinfo=timezone.utc)
 
 
 @pytest.fixture
-def clock(aws):
-    fixed = FixedClock(NOW)
-    use_clock(fixed)
-    yield fixed
-    use_clock(None)
+def clock_start():
+    """When this module's `clock` starts."""
+    return NOW
 
 
 def example(**changes):

@@ -16,7 +16,6 @@ from decimal import Decimal
 import pytest
 
 from chalicelib import jobs
-from chalicelib.clock import FixedClock, use_clock
 from chalicelib.services import billing
 from infra.local.lambda_events import LocalContext
 from tests.integration.domain_events import published  # noqa: F401  (fixture)
@@ -35,11 +34,9 @@ DEC_1 = datetime(2026, 11, 30, 23, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def clock(aws, localstripe):
-    fixed = FixedClock(OCT_1)
-    use_clock(fixed)
-    yield fixed
-    use_clock(None)
+def clock_start():
+    """When this module's `clock` starts."""
+    return OCT_1
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ import logging
 import os
 import re
 import sre_parse
-import time
 
 import pytest
 

@@ -8,7 +8,6 @@ from decimal import Decimal
 import pytest
 
 from chalicelib import config
-from chalicelib.clock import FixedClock, use_clock
 from chalicelib.domain.errors import Conflict
 from chalicelib.services import subscriptions as service
 from chalicelib.store import customers as customer_store
@@ -24,11 +23,9 @@ VISA = {"brand": "visa", "last4": "4242", "exp_month": 3, "exp_year": 2029, "pay
 
 
 @pytest.fixture
-def clock(aws):
-    fixed = FixedClock(NOW)
-    use_clock(fixed)
-    yield fixed
-    use_clock(None)
+def clock_start():
+    """When this module's `clock` starts."""
+    return NOW
 
 
 def offer_body(code, *, base="49.00", unit="1.20", express="30.00", **fields):

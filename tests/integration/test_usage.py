@@ -44,11 +44,9 @@ OVERRIDES = {"montage": {"unit_amount": "1.05"}}
 
 
 @pytest.fixture
-def clock(aws):
-    fixed = FixedClock(START)
-    use_clock(fixed)
-    yield fixed
-    use_clock(None)
+def clock_start():
+    """When this module's `clock` starts."""
+    return START
 
 
 def utc(*args) -> datetime:
