@@ -70,6 +70,11 @@ def send_notifications(event):
     return jobs.send_notifications(event.to_dict(), event.context)
 
 
+@app.on_sqs_message(queue="MailFeedbackQueue", batch_size=10)
+def mail_feedback(event):
+    return jobs.mail_feedback(event.to_dict(), event.context)
+
+
 if settings().is_local:
     # The local stage's clock and outbox: never registered on a deployed stage.
     from chalicelib.api import local

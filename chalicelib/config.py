@@ -25,6 +25,7 @@ class Settings:
     notifications_queue_url: str
     event_bus_name: str
     alert_sender: str
+    ses_configuration_set: str
     stripe_api_base: str | None
     local_clock_file: str | None
     payment_link_days: int
@@ -54,6 +55,9 @@ def settings() -> Settings:
         notifications_queue_url=env.get("NOTIFICATIONS_QUEUE_URL", ""),
         event_bus_name=env.get("EVENT_BUS_NAME", "billing"),
         alert_sender=env.get("ALERT_SENDER", "billing@example.com"),
+        # Where SES reports what happened to a message after accepting it
+        # (bounces, complaints): empty, nothing is reported.
+        ses_configuration_set=env.get("SES_CONFIGURATION_SET", ""),
         stripe_api_base=env.get("STRIPE_API_BASE") or None,
         local_clock_file=env.get("LOCAL_CLOCK_FILE") or None,
         payment_link_days=int(env.get("PAYMENT_LINK_DAYS", "7")),

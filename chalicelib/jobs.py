@@ -304,6 +304,25 @@ def send_notifications(event: dict, context: Any = None) -> dict:
     return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
 
 
+def mail_feedback(event: dict, context: Any = None) -> dict:
+    """The mail feedback queue's consumer: what SES reported about alert
+    e-mails after accepting them (bounces, complaints, rejections), one
+    report per record, through SNS (raw or in SNS's envelope). A report
+    that arrives before its sending is recorded fails alone and comes back."""
+    from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+
+    from chalicelib.services import alerts
+
+    def record_handler(record) -> dict:
+        body = json.loads(record.body)
+        if body.get("Type") == "Notification" and "Message" in body:  # SNS's envelope (raw delivery off)
+            body = json.loads(body["Message"])
+        return alerts.mail_feedback(body)
+
+    processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+    return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
+
+
 # -- the registry -----------------------------------------------------------------
 
 SCHEDULED_JOBS: tuple[ScheduledJob, ...] = (

@@ -112,12 +112,16 @@ def reset_clients() -> None:
     _ses_client = None
 
 
-def send_email(to: list[str], subject: str, text: str, html: str, *, sent_at) -> str:
+def send_email(to: list[str], subject: str, text: str, html: str, *, sent_at, tags: dict[str, str] | None = None) -> str:
     """Send one e-mail (plain text and HTML alternatives) from the alert
     sender to `to`; returns SES's message id, or raises `MailNotSent`.
 
     A raw MIME message, so both parts travel as written (and the local
-    stage's outbox can show both); `sent_at` is its `Date` (the clock's now)."""
+    stage's outbox can show both); `sent_at` is its `Date` (the clock's now).
+    It goes through the configuration set of the settings, whose event
+    destination reports bounces, complaints and rejections after SES
+    accepted the message; `tags` (SES message tags: letters, digits, `_`
+    and `-`) come back in those reports and say what the e-mail was."""
     from email.message import EmailMessage
     from email.utils import format_datetime
 
@@ -129,9 +133,13 @@ def send_email(to: list[str], subject: str, text: str, html: str, *, sent_at) ->
     message["Date"] = format_datetime(sent_at)
     message.set_content(text)
     message.add_alternative(html, subtype="html")
+    request = {"Source": sender, "Destinations": list(to), "RawMessage": {"Data": message.as_bytes()}}
+    if settings().ses_configuration_set:
+        request["ConfigurationSetName"] = settings().ses_configuration_set
+    if tags:
+        request["Tags"] = [{"Name": name, "Value": value} for name, value in sorted(tags.items())]
     try:
-        answer = _ses().send_raw_email(Source=sender, Destinations=list(to),
-                                       RawMessage={"Data": message.as_bytes()})
+        answer = _ses().send_raw_email(**request)
     except Exception as error:
         code = getattr(error, "response", {}).get("Error", {}).get("Code") or type(error).__name__
         refused = code in _REFUSALS

@@ -48,6 +48,10 @@ RESEND_AFTER = timedelta(minutes=30)
 OPEN_FOR = timedelta(days=30)
 LIVE_STATUSES = ("incomplete", "trialing", "active", "past_due")
 CANCEL_REASONS = ("customer", "payment_failed", "commitment_end", "operator")
+# An e-mail that bounced is sent again this much later (the address may be
+# corrected meanwhile), until it bounced this many times.
+BOUNCE_RETRY_AFTER = timedelta(days=1)
+MAX_BOUNCES = 3
 
 
 class AlertNotDelivered(Exception):
@@ -298,7 +302,7 @@ def deliver(message: dict) -> dict:
     sent = 0
     failures = []
     for audience, delivery in sorted(record_.deliveries().items()):
-        if delivery["status"] in ("sent", "no_recipient"):
+        if delivery["status"] in store.FINAL:
             continue
         version = int(record_.version)
         mail, to = _compose(record_, audience, merchant)
@@ -310,9 +314,11 @@ def deliver(message: dict) -> dict:
             from chalicelib import notify
 
             try:
-                delivery.update(status="sent", message_id=notify.send_email(to, mail.subject, mail.text, mail.html,
-                                                                            sent_at=now),
-                                sent_at=isoformat(now), last_error=None)
+                message_id = notify.send_email(to, mail.subject, mail.text, mail.html, sent_at=now,
+                                               tags=mail_tags(record_, audience))
+                delivery.update(status="sent", message_id=message_id, sent_at=isoformat(now), last_error=None,
+                                message_ids=[*(delivery.get("message_ids") or []), message_id])
+                delivery.pop("bounced_recipients", None)  # of an earlier send
                 sent += 1
             except notify.MailNotSent as error:
                 delivery.update(status="failed", last_error=f"{error.code}: {str(error)[:300]}")
@@ -328,6 +334,16 @@ def deliver(message: dict) -> dict:
     if failures:
         raise AlertNotDelivered(f"{message}: {failures} not sent")
     return {"sent": sent}
+
+
+def mail_tags(record_, audience: str) -> dict[str, str]:
+    """The SES message tags of one e-mail: what SES's reports about it
+    (`mail_feedback`) need to find its delivery again."""
+    if isinstance(record_, store.DigestRecord):
+        return {"notification": "digest", "merchant": record_.merchant_id, "kind": record_.type,
+                "day": record_.day, "audience": audience}
+    return {"notification": "alert", "merchant": record_.merchant_id, "alert": record_.alert_id,
+            "audience": audience}
 
 
 def _deliver_quietly(message: dict) -> dict:
@@ -380,6 +396,116 @@ def _offer_name(merchant_id: str, offer_id: str | None) -> str:
         return offers.offer_summary(merchant_id, offer_id)["name"]
     except Exception:
         return offer_id
+
+
+# ---------------------------------------------------------------------------
+# What SES reports after accepting an e-mail (the mail feedback queue's consumer)
+
+
+class FeedbackTooEarly(Exception):
+    """SES reported on a message whose sending is not recorded yet (the
+    sender's write is on its way): the report fails and comes back."""
+
+
+def mail_feedback(report: dict) -> dict:
+    """Apply one SES event (configuration set -> SNS -> the mail feedback
+    queue) to the delivery it is about, found by the message's tags:
+
+    - a bounce of every recipient, or a rejection: the delivery is
+      `bounced` and is sent again a day later (an address may have been
+      corrected meanwhile), at most `MAX_BOUNCES` times, after which it is
+      `undeliverable` (final, counted in `AlertMailUndeliverable`, alarmed);
+    - a bounce of some of the recipients only (the others got it) or a
+      complaint: written on the delivery (`bounced_recipients`,
+      `complaint`), which stays `sent`, and counted (`AlertMailBounced`,
+      `AlertMailComplaint`).
+
+    Each report is applied once (its feedback id is kept); a report on an
+    older message than the delivery's latest is stale and ignored; a report
+    on a message whose sending is not recorded yet raises `FeedbackTooEarly`.
+    """
+    kind = report.get("eventType") or report.get("notificationType")
+    mail = report.get("mail") or {}
+    tags = {name: values[0] for name, values in (mail.get("tags") or {}).items() if values}
+    if kind not in ("Bounce", "Complaint", "Reject") or tags.get("notification") not in ("alert", "digest"):
+        logger.info("SES report not about an alert", extra={"event_type": kind})
+        return {"applied": False}
+    if tags["notification"] == "alert":
+        record_ = store.get_alert(tags.get("merchant", ""), tags.get("alert", ""))
+    else:
+        record_ = store.get_digest(tags.get("merchant", ""), tags.get("kind", ""), tags.get("day", ""))
+    audience = tags.get("audience", "")
+    delivery = record_.deliveries().get(audience) if record_ is not None else None
+    if delivery is None:
+        logger.warning("SES report about an e-mail of nothing recorded", extra={"tags": tags})
+        return {"applied": False}
+    message_id = mail.get("messageId")
+    if message_id not in (delivery.get("message_ids") or []):
+        raise FeedbackTooEarly(f"{kind} of {message_id}: its sending is not recorded yet")
+    if message_id != delivery.get("message_id"):
+        logger.info("SES report about an earlier e-mail", extra={"tags": tags, "event_type": kind})
+        return {"applied": False}
+    details = report.get(kind.lower()) or {}
+    feedback_id = details.get("feedbackId") or f"{kind}#{message_id}"
+    if feedback_id in (delivery.get("feedback_ids") or []):
+        return {"applied": False, "duplicate": True}
+    delivery["feedback_ids"] = [*(delivery.get("feedback_ids") or []), feedback_id]
+    now = clock().now()
+    retry_at = None
+    if kind == "Complaint":
+        complained = [r.get("emailAddress") for r in details.get("complainedRecipients") or []]
+        delivery["complaint"] = {"recipients": complained, "type": details.get("complaintFeedbackType"),
+                                 "at": isoformat(now)}
+        metrics.add_metric(name="AlertMailComplaint", unit="Count", value=1)
+        outcome = "complaint"
+    else:
+        if kind == "Bounce":
+            bounced = details.get("bouncedRecipients") or []
+            addresses = [r.get("emailAddress") for r in bounced]
+            reason = "; ".join(f"{r.get('emailAddress')}: {r.get('diagnosticCode') or r.get('status') or '?'}"
+                               for r in bounced)
+            error = f"bounce {details.get('bounceType')}/{details.get('bounceSubType')}: {reason}"[:400]
+            everyone = set(addresses) >= {_address(a) for a in mail.get("destination") or []}
+        else:
+            addresses, everyone = [], True
+            error = f"rejected by SES: {details.get('reason')}"[:400]
+        metrics.add_metric(name="AlertMailBounced", unit="Count", value=1)
+        if not everyone:
+            delivery.update(bounced_recipients=sorted(set(delivery.get("bounced_recipients") or []) | set(addresses)),
+                            last_error=error)
+            outcome = "partly_bounced"
+        else:
+            bounces = int(delivery.get("bounces") or 0) + 1
+            delivery.update(bounces=bounces, last_error=error, bounced_recipients=addresses)
+            if bounces >= MAX_BOUNCES:
+                delivery["status"] = "undeliverable"
+                metrics.add_metric(name="AlertMailUndeliverable", unit="Count", value=1)
+                logger.error("alert e-mail undeliverable", extra={"tags": tags, "error": error})
+                outcome = "undeliverable"
+            else:
+                delivery["status"] = "bounced"
+                retry_at = now + BOUNCE_RETRY_AFTER
+                outcome = "bounced"
+    version = int(record_.version)
+    deliveries = record_.deliveries()
+    deliveries[audience] = delivery
+    record_.set_deliveries(deliveries, _earliest(record_.due_at, retry_at))
+    if not store.save_deliveries(record_, version):
+        raise FeedbackTooEarly(f"{kind} of {message_id}: the alert changed meanwhile")
+    return {"applied": True, "outcome": outcome}
+
+
+def _address(text: str) -> str:
+    from email.utils import parseaddr
+
+    return parseaddr(text)[1] or text
+
+
+def _earliest(due_at: str | None, retry_at: datetime | None) -> datetime | None:
+    """When the record is next due: a delivery already waiting keeps its
+    earlier time."""
+    waiting = _instant(due_at) if due_at else None
+    return min((t for t in (waiting, retry_at) if t is not None), default=None)
 
 
 # ---------------------------------------------------------------------------

@@ -9,8 +9,10 @@
   day's e-mail to operations listing the cards found expiring that day.
 
 Both carry `deliveries`: audience (`operations`, `customer`) -> `{"status":
-"pending" | "sent" | "failed", "attempts", "last_error", "sent_at",
-"message_id"}`. A pending or failed delivery keeps the record in the `due`
+"pending" | "sent" | "failed" | "bounced" | "undeliverable" | "no_recipient",
+"attempts", "last_error", "sent_at", "message_id"}`, and what SES reported
+after accepting it (`message_ids` of every send, `feedback_ids`, `bounces`,
+`bounced_recipients`, `complaint`). A pending or failed delivery keeps the record in the `due`
 index (sk `alert` / `alert_digest`, which the billing run's filters never
 match) at the time it should have been sent by: whatever never reached the
 notifications queue, or left it for its dead-letter queue, is found there
@@ -38,7 +40,7 @@ from chalicelib.store.invoices import due_key, due_shard_of
 ALERT_SK = "alert"
 # Delivery states that are not retried: sent, or nobody to send to (a
 # merchant without `alert_emails`, a customer without an e-mail).
-FINAL = ("sent", "no_recipient")
+FINAL = ("sent", "no_recipient", "undeliverable")
 DIGEST_SK = "alert_digest"
 
 

@@ -23,6 +23,7 @@ QUEUE_SETTINGS = {
     "NotificationsQueue": "NOTIFICATIONS_QUEUE_URL",
 }
 LOCAL_TABLE_NAMES = {"BillingTable": "billing", "IdempotencyTable": "billing-idempotency"}
+LOCAL_CONFIGURATION_SET = "billing-alerts"
 
 
 class _CfnLoader(yaml.SafeLoader):
@@ -123,9 +124,44 @@ def provision(region: str = "eu-west-1", table_names: dict[str, str] | None = No
             events.create_event_bus(Name=event_bus_name)
         env["EVENT_BUS_NAME"] = event_bus_name
 
-    boto3.client("ses", region_name=region).verify_email_identity(EmailAddress=alert_sender)
+    ses = boto3.client("ses", region_name=region)
+    ses.verify_email_identity(EmailAddress=alert_sender)
     env["ALERT_SENDER"] = alert_sender
+    env.update(_mail_feedback(template, region, ses, arns))
     return env
+
+
+def _mail_feedback(template: dict, region: str, ses, queue_arns: dict[str, str]) -> dict[str, str]:
+    """The configuration set alert e-mails go through, and what carries
+    SES's reports on them to their queue: each SNS topic that an event
+    destination names, subscribed by the queues the template subscribes to
+    it (raw messages, as in AWS). moto's SES publishes no event of a
+    configuration set, so on the local stage and in tests a report is
+    published on the topic by hand, as SES would."""
+    if not resources_of_type(template, "AWS::SES::ConfigurationSet"):
+        return {}
+    name = LOCAL_CONFIGURATION_SET
+    if name not in {c["Name"] for c in ses.list_configuration_sets().get("ConfigurationSets", [])}:
+        ses.create_configuration_set(ConfigurationSet={"Name": name})
+    sns = boto3.client("sns", region_name=region)
+    topics = {}
+    for topic_id in resources_of_type(template, "AWS::SNS::Topic"):
+        topics[topic_id] = sns.create_topic(Name=topic_id)["TopicArn"]  # idempotent
+    for subscription in resources_of_type(template, "AWS::SNS::Subscription").values():
+        if subscription.get("Protocol") != "sqs":
+            continue
+        topic_arn = topics[subscription["TopicArn"]["Ref"]]
+        queue_arn = queue_arns[_getatt(subscription["Endpoint"])]
+        existing = sns.list_subscriptions_by_topic(TopicArn=topic_arn)["Subscriptions"]
+        if not any(s["Endpoint"] == queue_arn for s in existing):
+            sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn, ReturnSubscriptionArn=True,
+                          Attributes={"RawMessageDelivery": str(subscription.get("RawMessageDelivery", False)).lower()})
+    return {"SES_CONFIGURATION_SET": name}
+
+
+def _getatt(value) -> str:
+    target = value["Fn::GetAtt"]
+    return target.split(".")[0] if isinstance(target, str) else target[0]
 
 
 def dead_letter_queue_url(queue_url: str, region: str = "eu-west-1") -> str:

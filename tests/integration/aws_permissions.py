@@ -79,8 +79,11 @@ def iam_requests(service: str, operation: str, params: dict) -> list[IamRequest]
     if service == "ses" and operation in ("SendEmail", "SendRawEmail"):
         sender = params.get("FromEmailAddress") or params.get("Source") or ""
         address = re.sub(r".*<(.+)>.*", r"\1", sender)
-        return [one(f"ses:{operation}", arn("ses", f"identity/{address}"),
-                    arn("ses", f"identity/{address.rpartition('@')[2]}"))]
+        requests = [one(f"ses:{operation}", arn("ses", f"identity/{address}"),
+                        arn("ses", f"identity/{address.rpartition('@')[2]}"))]
+        if params.get("ConfigurationSetName"):  # IAM checks the right to use it too
+            requests.append(one(f"ses:{operation}", arn("ses", f"configuration-set/{params['ConfigurationSetName']}")))
+        return requests
     if service == "ssm" and operation in ("GetParameter", "GetParameters"):
         names = [params["Name"]] if "Name" in params else params["Names"]
         return [one(f"ssm:{operation}", arn("ssm", "parameter" + (n if n.startswith("/") else "/" + n)))
@@ -173,8 +176,8 @@ def _moto_resources(environment: dict[str, str]) -> tuple[dict, dict]:
     template = load_template()
     refs = {"AWS::Region": _region(), "AWS::AccountId": ACCOUNT, "AWS::Partition": PARTITION,
             "AWS::StackName": "billing-test", "AWS::NoValue": _NO_VALUE, "Stage": os.environ.get("STAGE", "test"),
-            "SesIdentity": environment["ALERT_SENDER"], "SesConfigurationSet": "",
-            "Condition:HasSesConfigurationSet": False}
+            "SesIdentity": environment["ALERT_SENDER"],
+            "MailConfigurationSet": environment.get("SES_CONFIGURATION_SET", "billing-alerts")}
     attributes = {}
     for logical_id in resources_of_type(template, "AWS::DynamoDB::Table"):
         name = environment[TABLE_SETTINGS[logical_id]]

@@ -69,21 +69,28 @@ def drain() -> list[dict]:
     the queue is empty; returns the batch results."""
     from app import send_notifications
 
+    return drain_queue("NotificationsQueue", send_notifications)
+
+
+def drain_queue(queue: str, consumer) -> list[dict]:
+    """Hand the queue's messages to its consumer, as Lambda would, until it
+    is empty or a batch reports a failure (whose messages are made visible
+    again at once, as after the visibility timeout); returns each batch's
+    result."""
     sqs = boto3.client("sqs", region_name="eu-west-1")
-    url = sqs.get_queue_url(QueueName="NotificationsQueue")["QueueUrl"]
+    url = sqs.get_queue_url(QueueName=queue)["QueueUrl"]
     results = []
     while True:
         messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, AttributeNames=["All"]).get("Messages", [])
         if not messages:
             return results
-        result = send_notifications(sqs_event(messages, url), LocalContext())
+        result = consumer(sqs_event(messages, url), LocalContext())
         results.append(result)
         failed = {f["itemIdentifier"] for f in result["batchItemFailures"]}
         for message in messages:
             if message["MessageId"] not in failed:
                 sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
             else:
-                # As after the visibility timeout: visible again at once.
                 sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"],
                                               VisibilityTimeout=0)
         if failed:

@@ -43,6 +43,7 @@ ACCESS = {
     "card_expiry_scan": {"BillingTable", "NotificationsQueue", "kms:aws/ssm", "secret:stripe-secret-key"},
     "send_notifications": {"BillingTable", "ses", "kms:aws/ssm", "secret:token-signing-key"},
     "report_feed": {"BillingTable"},
+    "mail_feedback": {"BillingTable"},
 }
 # The actions a policy may grant, by kind of resource: item-level data access
 # only (no Scan, no table or queue administration).
@@ -111,7 +112,7 @@ def grants(statement: dict, stage: str) -> list[tuple[str, str]]:
             assert condition["ForAnyValue:StringEquals"]["kms:ResourceAliases"] == "alias/aws/ssm"
             found.append(("kms", "kms:aws/ssm"))
         elif re.fullmatch(r"arn:\$\{AWS::Partition\}:ses:\$\{AWS::Region\}:\$\{AWS::AccountId\}:"
-                          r"(identity/\$\{SesIdentity\}|configuration-set/\$\{SesConfigurationSet\})", sub):
+                          r"(identity/\$\{SesIdentity\}|configuration-set/\$\{MailConfigurationSet\})", sub):
             found.append(("ses", "ses"))
         else:
             raise AssertionError(f"{statement.get('Sid')}: {text} is none of the template's resources")
