@@ -42,7 +42,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
 from chalicelib.domain.catalog import Offer, apply_price_overrides
 from chalicelib.domain.errors import InvalidRequest
@@ -65,13 +65,12 @@ class MeterUsage:
 NO_USAGE = MeterUsage()
 
 
-@dataclass(frozen=True, init=False)
-class InvoiceLine:
+class InvoiceLine(NamedTuple):
     """One line of an invoice. `amount` is already rounded to the currency's minor unit.
 
-    A frozen dataclass (equality, hash, repr, no mutation); its __init__ fills
-    the instance dict in one step instead of one object.__setattr__ per field,
-    which halves the cost of the object rating creates most."""
+    A named tuple: immutable, compared and hashed by value, and built by one
+    C call, which makes it the cheapest object rating creates (a frozen
+    dataclass costs 1.5 to 2 times as much per line)."""
 
     kind: str
     component: str | None
@@ -82,16 +81,13 @@ class InvoiceLine:
     period_start: datetime
     period_end: datetime
 
-    def __init__(self, kind, component, description, quantity, unit_amount, amount, period_start, period_end):
-        self.__dict__.update(
-            kind=kind,
-            component=component,
-            description=description,
-            quantity=quantity,
-            unit_amount=unit_amount,
-            amount=amount,
-            period_start=period_start,
-            period_end=period_end,
+    @classmethod
+    def from_dict(cls, line: dict) -> "InvoiceLine":
+        """The line `as_dict` wrote (as an invoice or a pending item stores it)."""
+        return cls(
+            line["kind"], line["component"], line["description"], Decimal(line["quantity"]),
+            None if line["unit_amount"] is None else Decimal(line["unit_amount"]), Decimal(line["amount"]),
+            _instant(line["period_start"]), _instant(line["period_end"]),
         )
 
     def as_dict(self) -> dict:
@@ -110,6 +106,10 @@ class InvoiceLine:
 
 def _iso(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _instant(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc)
 
 
 def _num(value: Decimal) -> str:

@@ -564,7 +564,7 @@ def _issue_next(subscription, billed: dict, now: datetime) -> _Issued | None:
     before = subscription_service.public_fields(subscription)
     draft = _Draft()
     for item in items:
-        draft.lines += [_line_from_dict(line) for line in item["lines"]]
+        draft.lines += [InvoiceLine.from_dict(line) for line in item["lines"]]
         draft.starts.append(_instant(item["period_start"]))
         draft.ends.append(_instant(item["period_end"]))
         draft.reasons.append(REASON_BY_ITEM.get(item["reason"], "subscription_update"))
@@ -956,7 +956,6 @@ def _collect(invoice: store.InvoiceRecord, *, resume: bool, now: datetime, custo
     outcome cannot change it."""
     from chalicelib import payments
 
-    merchant = _merchant(invoice.merchant_id)
     last = _last_attempt(invoice)
     if last is None or last["status"] not in ("pending", "processing"):
         return invoice
@@ -1272,14 +1271,6 @@ def _card_of(customer) -> dict | None:
 
 def _year(now: datetime, merchant) -> int:
     return now.astimezone(ZoneInfo(merchant.timezone or "UTC")).year
-
-
-def _line_from_dict(line: dict) -> InvoiceLine:
-    return InvoiceLine(
-        line["kind"], line["component"], line["description"], Decimal(line["quantity"]),
-        None if line["unit_amount"] is None else Decimal(line["unit_amount"]), Decimal(line["amount"]),
-        _instant(line["period_start"]), _instant(line["period_end"]),
-    )
 
 
 def _json(value) -> str:

@@ -383,7 +383,7 @@ def upcoming_invoice(merchant_id: str, subscription_id: str) -> dict:
     items = record.pending_invoice_items or []
     period = _current_period(record)
     if items:
-        lines = [_line_from_dict(line) for item in items for line in item["lines"]]
+        lines = [InvoiceLine.from_dict(line) for item in items for line in item["lines"]]
         billing_at = min(_instant(item["due_at"]) for item in items)
         starts = [_instant(item["period_start"]) for item in items]
         ends = [_instant(item["period_end"]) for item in items]
@@ -664,19 +664,6 @@ def _interval(record) -> Interval:
 
 def _tuple_or_none(values) -> tuple | None:
     return None if values is None else tuple(values)
-
-
-def _line_from_dict(line: dict) -> InvoiceLine:
-    return InvoiceLine(
-        line["kind"],
-        line["component"],
-        line["description"],
-        Decimal(line["quantity"]),
-        None if line["unit_amount"] is None else Decimal(line["unit_amount"]),
-        Decimal(line["amount"]),
-        _instant(line["period_start"]),
-        _instant(line["period_end"]),
-    )
 
 
 def _referenced(load, param: str):

@@ -1,6 +1,5 @@
 """Rating: every pricing model with plain hand-computed numbers, the worked
 examples of Stripe's and Lago's public docs, and properties."""
-import dataclasses
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -521,10 +520,11 @@ def test_versions_rate_with_the_offer_currency():
 
 def test_invoice_line_is_frozen_and_serializes_to_api_strings():
     line = rate_usage(make_offer(metered(unit_amount="0.0042")), None, used(1000), NOVEMBER)[0]
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(AttributeError):
         line.amount = D(0)
-    assert line == InvoiceLine(**{f.name: getattr(line, f.name) for f in dataclasses.fields(line)})
-    assert hash(line) == hash(dataclasses.replace(line))
+    assert line == InvoiceLine(**line._asdict()) and hash(line) == hash(line._replace())
+    assert line != line._replace(amount=D("4.21"))
+    assert InvoiceLine.from_dict(line.as_dict()) == line
     assert line.as_dict() == {
         "kind": "usage",
         "component": "m",
