@@ -1,4 +1,12 @@
 """The billing backend's Lambda functions: wiring only, one line each."""
+import gc
+
+# A cold start builds tens of thousands of long-lived objects (modules,
+# classes, models): the cyclic collector would scan them again and again
+# while they are made. It waits until the import is done, and then leaves
+# them out of every later collection (gc.freeze at the end of this module).
+gc.disable()
+
 from chalice import Chalice
 
 from chalicelib.api import health, merchants, middleware, offers
@@ -80,3 +88,8 @@ if settings().is_local:
     from chalicelib.api import local
 
     app.register_blueprint(local.blueprint)
+
+# Everything built so far lives as long as the process: out of the
+# collector's sight from now on, and the collector back on.
+gc.freeze()
+gc.enable()

@@ -371,12 +371,10 @@ def gap_notes(results: dict) -> list[str]:
     if rating["periods_per_s"] < TARGETS["rating_periods_per_s"]:
         notes.append(
             f"- **Rating** ({rating['periods_per_s']:,} periods per CPU-second, runs {rating['runs']}): the"
-            " profile of `rate_period` is flat: the invoice line objects (already built with one dict update"
-            " instead of eight frozen setattr calls; a one-call constructor measured no faster), Decimal"
-            " quantize, the charge models' arithmetic, about 20 µs for a period of 7 lines; the price book is"
-            " compiled once and cached. CPU time on this shared machine moves with its load (other runs the"
-            " same day: medians 39,179 to 46,904, single runs up to 56,586). Not met here, and no single"
-            " cause left to fix: what remains is Python's cost per Decimal operation and per object.")
+            " profile of `rate_period` is flat: the invoice lines (named tuples, one C call each), Decimal"
+            " quantize, the charge models' arithmetic, about 15 µs for a period of 7 lines; the price book is"
+            " compiled once and cached. CPU time on this shared machine moves with its load (medians of"
+            " 43,000 to 78,000 the same day): run it again before looking for a cause in the code.")
     package = results["package"]
     floor = package["cold_import"]["api_handler"].get("with_pyc_breakdown")
     api = by_target.get("API function cold import, ms (with .pyc)")
@@ -388,16 +386,15 @@ def gap_notes(results: dict) -> list[str]:
             " a line of ours. Our own share (about 100 dataclasses and 24 pydantic models built at import,"
             " the blueprints) is the difference. Deferring botocore would only move its import to the first"
             " request (every request reads DynamoDB), out of Lambda's init phase, which runs at full CPU."
-            " Measured option not applied (it belongs in app.py's wiring): the cyclic GC paused during"
-            " `import app` saves about 13% of its CPU.")
+            " Applied: app.py keeps the cyclic collector off while it imports and then freezes what it"
+            " built (10 to 30% less CPU for `import app`, in alternating runs here).")
     zip_check = by_target.get("deployment.zip, MiB")
     if zip_check and not zip_check["met"]:
         largest = ", ".join(f"{e['entry']} {e['bytes'] / 2**20:.1f}" for e in package["largest_entries"][:6])
         notes.append(
             f"- **Package** ({zip_check['measured']} MiB; largest, MiB: {largest}): infra/aws/package.py"
-            " already keeps .pyc only for imported modules and drops stub packages and compiled twins."
-            " Pillow is only an optional dependency of fpdf2 (images in PDFs, which invoices do not use):"
-            " leaving it out would bring the zip under 15 MiB.")
+            " already keeps .pyc only for imported modules, drops stub packages and compiled twins, and"
+            " leaves out Pillow (fpdf2's optional image support, which invoices do not use).")
     ingest = {r["batch_size"]: r for r in results["ingest"]["results"]}
     best = ingest[max(ingest)]
     if best["readings_per_cpu_s"] < TARGETS["ingest_readings_per_cpu_s"]:
