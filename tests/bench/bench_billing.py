@@ -55,6 +55,8 @@ os.environ.update(
 UTC = timezone.utc
 START = datetime(2026, 10, 31, 23, 0, tzinfo=UTC)  # 1 Nov 2026, 00:00 in Paris
 BOUNDARY = datetime(2026, 11, 30, 23, 0, tzinfo=UTC)
+# What an invoice of a warm worker takes (docs/performance.md, "Billing").
+BASELINE_REQUESTS = 7
 TARGET_DYNAMODB_REQUESTS = 8
 FLOOR_SUBSCRIPTIONS = 100_000
 STRIPE_WRITES_PER_SECOND = 25
@@ -119,9 +121,9 @@ class CountingGateway:
 def measure(subscriptions: int) -> dict:
     from moto import mock_aws
 
-    from tests.bench.harness import item_scoped_moto_transactions
+    from tests.bench.harness import lighten_moto
 
-    item_scoped_moto_transactions()
+    lighten_moto()
     with mock_aws():
         from infra.local.provision import provision
 
@@ -198,6 +200,7 @@ def _measure(count: int) -> dict:
     sdk_cpu = []
     writes_before = gateway.writes
     by_operation: Counter = Counter()
+    above: list[dict] = []  # the first invoices that took more than the usual requests
     try:
         for message in messages:
             started = time.thread_time()
@@ -210,6 +213,8 @@ def _measure(count: int) -> dict:
             sdk_cpu.append(sdk - moto)
             dynamodb = {op: n for (service, op), n in counts.items() if service == "dynamodb"}
             by_operation.update(dynamodb)
+            if sum(dynamodb.values()) > BASELINE_REQUESTS and len(above) < 10:
+                above.append({"invoice": len(per_invoice), **dynamodb})
             per_invoice.append((sum(dynamodb.values()), sum(n for (s, _), n in counts.items() if s == "events")))
     finally:
         gc.unfreeze()
@@ -227,6 +232,10 @@ def _measure(count: int) -> dict:
                                           "min": min(requests), "target_max": TARGET_DYNAMODB_REQUESTS},
         "dynamodb_requests_by_operation_per_invoice": {op: round(n / len(per_invoice), 2)
                                                        for op, n in sorted(by_operation.items())},
+        # How many invoices took how many requests, and what the first
+        # invoices above the usual count did (by operation).
+        "dynamodb_requests_histogram": {str(k): v for k, v in sorted(Counter(requests).items())},
+        "dynamodb_requests_above_usual": above,
         "dynamodb_reads_per_invoice": round(reads / len(per_invoice), 2),
         "dynamodb_writes_per_invoice": round((sum(by_operation.values()) - reads) / len(per_invoice), 2),
         # Capacity by DynamoDB's size rules (bench_ingest.Meter): the scheduler's queries included.

@@ -253,9 +253,9 @@ def run(batch_size: int) -> dict:
     from chalicelib.store import dynamo
     from infra.local.lambda_events import LocalContext
     from infra.local.provision import provision
-    from tests.bench.harness import item_scoped_moto_transactions
+    from tests.bench.harness import lighten_moto
 
-    item_scoped_moto_transactions()
+    lighten_moto()
     meter = Meter()
     original_stub = BotocoreStubber.__call__
     original_call = BaseClient._make_api_call

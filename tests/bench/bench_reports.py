@@ -31,7 +31,7 @@ from datetime import datetime, timedelta, timezone
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from tests.bench.harness import AwsMeter, dynamodb_requests, item_scoped_moto_transactions, use_bench_environment
+from tests.bench.harness import AwsMeter, dynamodb_requests, lighten_moto, use_bench_environment
 
 use_bench_environment()
 
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv if argv is not None else [])
     from moto import mock_aws
 
-    item_scoped_moto_transactions()
+    lighten_moto()
     with mock_aws():
         from infra.local.provision import provision
 

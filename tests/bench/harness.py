@@ -114,6 +114,97 @@ def percentile(values, fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))] if ordered else 0.0
 
 
+def lighten_moto() -> None:
+    """What moto in-process costs beyond what AWS would do, cut down where it
+    makes the benchmarks quadratic (the same answers to every request):
+    `item_scoped_moto_transactions` and `scalar_moto_comparisons`."""
+    item_scoped_moto_transactions()
+    scalar_moto_comparisons()
+    sorted_items_kept()
+
+
+def sorted_items_kept() -> None:
+    """Sort a moto table's items once per change of its item set, not once
+    per query on an index (`Table.all_items`).
+
+    The order is by primary key, which an item never changes, and the list
+    holds the items themselves, which updates change in place: only adding
+    or removing an item (`put_item`, `delete_item`, a cancelled transaction
+    put back by `item_scoped_moto_transactions`) changes the list, and each
+    of those counts a new generation of the table."""
+    from moto.dynamodb.models.table import Table
+
+    if getattr(Table.all_items, "kept", False):
+        return
+    original_all_items, original_put, original_delete = Table.all_items, Table.put_item, Table.delete_item
+
+    def changed(table) -> None:
+        table.__dict__["_generation"] = table.__dict__.get("_generation", 0) + 1
+
+    # The generation moves after the change: a list sorted meanwhile (by
+    # another thread) is then of the generation before, and is sorted again.
+    def put_item(self, *args, **kwargs):
+        try:
+            return original_put(self, *args, **kwargs)
+        finally:
+            changed(self)
+
+    def delete_item(self, *args, **kwargs):
+        try:
+            return original_delete(self, *args, **kwargs)
+        finally:
+            changed(self)
+
+    def all_items(self):
+        generation = self.__dict__.get("_generation", 0)
+        kept = self.__dict__.get("_sorted_items")
+        if kept is None or kept[0] != generation:
+            kept = (generation, original_all_items(self))
+            self.__dict__["_sorted_items"] = kept
+        return list(kept[1])
+
+    all_items.kept = True
+    Table.all_items, Table.put_item, Table.delete_item = all_items, put_item, delete_item
+
+
+def scalar_moto_comparisons() -> None:
+    """Compare moto's string and binary attribute values directly.
+
+    A query on an index makes moto sort every item of the table by its keys
+    (`Table.all_items`) and compare the key of each with the one asked for;
+    each comparison of two `DynamoType`s converts both through `cast_value`
+    (five type tests, then the value itself for a string). With thousands of
+    items that was most of a billing benchmark's time. For two strings (or
+    two binaries) the comparison is the values' own, which is what
+    `cast_value` returns for them; every other case is moto's."""
+    from moto.dynamodb.models.dynamo_type import DynamoType
+
+    if getattr(DynamoType.__eq__, "scalar", False):
+        return
+    original_eq, original_ne, original_lt = DynamoType.__eq__, DynamoType.__ne__, DynamoType.__lt__
+    scalar = ("S", "B")
+
+    def __eq__(self, other):
+        if self.type in scalar and isinstance(other, DynamoType):
+            return self.type == other.type and self.value == other.value
+        return original_eq(self, other)
+
+    def __ne__(self, other):
+        if self.type in scalar and isinstance(other, DynamoType):
+            return self.type != other.type or self.value != other.value
+        return original_ne(self, other)
+
+    def __lt__(self, other):
+        if self.type in scalar and isinstance(other, DynamoType) and other.type == self.type:
+            return self.value < other.value
+        return original_lt(self, other)
+
+    __eq__.scalar = True
+    DynamoType.__eq__, DynamoType.__ne__, DynamoType.__lt__ = __eq__, __ne__, __lt__
+    # Set after the class was made, __eq__ leaves moto's __hash__ in place:
+    # (type, cast_value), for a string or a binary (type, value), as above.
+
+
 def item_scoped_moto_transactions() -> None:
     """Make moto's TransactWriteItems cost what the transaction touches.
 
@@ -173,6 +264,8 @@ def item_scoped_moto_transactions() -> None:
                     table.items.pop(hash_key, None)
                 else:
                     table.items[hash_key] = item
+                # The item put back is another object (sorted_items_kept).
+                table.__dict__["_generation"] = table.__dict__.get("_generation", 0) + 1
             raise
         finally:
             models.copy = copy

@@ -242,6 +242,11 @@ def document(results: dict) -> str:
         _table(["per invoice", "measured"], [
             ["DynamoDB requests (mean / max)", f"{billing['dynamodb_requests_per_invoice']['mean']} /"
                                                f" {billing['dynamodb_requests_per_invoice']['max']} ({by_op})"],
+            ["invoices by DynamoDB requests", ", ".join(f"{n} requests: {count}" for n, count
+                                                        in billing["dynamodb_requests_histogram"].items())],
+            ["the first invoices above 7 (invoice: requests by operation)",
+             "; ".join(f"{a['invoice']}: " + ", ".join(f"{k} {v}" for k, v in a.items() if k != "invoice")
+                       for a in billing["dynamodb_requests_above_usual"]) or "none"],
             ["RCU / WCU (DynamoDB's size rules)", f"{billing['rcu_per_invoice']} / {billing['wcu_per_invoice']}"],
             ["Stripe writes", billing["stripe_writes_per_invoice"]],
             ["EventBridge PutEvents calls", billing["eventbridge_calls_per_invoice"]],

@@ -31,7 +31,7 @@ out["functions_unknown"] = [f for f in bench_package.functions() if f not in ben
 # The benchmarks' cheaper moto transactions still roll a cancelled one back.
 import boto3
 from moto import mock_aws
-harness.item_scoped_moto_transactions()
+harness.lighten_moto()
 with mock_aws():
     db = boto3.client("dynamodb", region_name="eu-west-1")
     db.create_table(TableName="t", BillingMode="PAY_PER_REQUEST",
@@ -52,6 +52,46 @@ with mock_aws():
     out["after_cancel"] = [db.get_item(TableName="t", Key={"pk": {"S": k}}).get("Item") for k in "ab"]
     db.transact_write_items(TransactItems=[{"Put": {"TableName": "t", "Item": {"pk": {"S": "b"}}}}])
     out["after_commit"] = db.get_item(TableName="t", Key={"pk": {"S": "b"}}).get("Item")
+
+    # Queries on an index see every change of the item set, and updates.
+    db.create_table(TableName="g", BillingMode="PAY_PER_REQUEST",
+                    AttributeDefinitions=[{"AttributeName": n, "AttributeType": "S"} for n in ("pk", "sk", "g")],
+                    KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+                    GlobalSecondaryIndexes=[{"IndexName": "by_g", "Projection": {"ProjectionType": "KEYS_ONLY"},
+                                             "KeySchema": [{"AttributeName": "g", "KeyType": "HASH"}]}])
+
+    def in_g(value):
+        items = db.query(TableName="g", IndexName="by_g", KeyConditionExpression="g = :g",
+                         ExpressionAttributeValues={":g": {"S": value}})["Items"]
+        return sorted((i["pk"]["S"], i["sk"]["S"]) for i in items)  # no order without an index sort key
+
+    for pk, sk in (("b", "2"), ("a", "9"), ("b", "1"), ("a", "10")):
+        db.put_item(TableName="g", Item={"pk": {"S": pk}, "sk": {"S": sk}, "g": {"S": "x"}})
+    out["index_sorted"] = in_g("x")
+    db.delete_item(TableName="g", Key={"pk": {"S": "b"}, "sk": {"S": "2"}})
+    out["index_after_delete"] = in_g("x")
+    db.update_item(TableName="g", Key={"pk": {"S": "a"}, "sk": {"S": "9"}}, UpdateExpression="SET g = :y",
+                   ExpressionAttributeValues={":y": {"S": "y"}})
+    db.update_item(TableName="g", Key={"pk": {"S": "c"}, "sk": {"S": "0"}}, UpdateExpression="SET g = :x",
+                   ExpressionAttributeValues={":x": {"S": "x"}})
+    try:
+        db.transact_write_items(TransactItems=[
+            {"Put": {"TableName": "g", "Item": {"pk": {"S": "d"}, "sk": {"S": "0"}, "g": {"S": "x"}}}},
+            {"ConditionCheck": {"TableName": "g", "Key": {"pk": {"S": "z"}, "sk": {"S": "z"}},
+                                "ConditionExpression": "attribute_exists(pk)"}},
+        ])
+    except db.exceptions.TransactionCanceledException:
+        pass
+    out["index_after_changes"] = [in_g("x"), in_g("y")]
+
+# Comparisons of attribute values answer as moto's own (by cast_value).
+from moto.dynamodb.models.dynamo_type import DynamoType
+values = [DynamoType(v) for v in ({"S": "a"}, {"S": "b"}, {"S": "a"}, {"B": "YQ=="}, {"N": "2"}, {"N": "10"})]
+out["comparisons"] = [
+    [a == b, a != b, (a < b) if a.type == b.type else None]
+    == [a.type == b.type and a.cast_value == b.cast_value, a.type != b.type or a.cast_value != b.cast_value,
+        (a.cast_value < b.cast_value) if a.type == b.type else None]
+    for a in values for b in values]
 print("@@" + json.dumps(out, default=str))
 '''
 
@@ -84,3 +124,7 @@ def test_every_benchmark_runs_on_a_tiny_size():
     assert out["cancelled"] is True
     assert out["after_cancel"] == [{"pk": {"S": "a"}, "v": {"N": "1"}}, None]
     assert out["after_commit"] == {"pk": {"S": "b"}}
+    assert out["index_sorted"] == [["a", "10"], ["a", "9"], ["b", "1"], ["b", "2"]]
+    assert out["index_after_delete"] == [["a", "10"], ["a", "9"], ["b", "1"]]
+    assert out["index_after_changes"] == [[["a", "10"], ["b", "1"], ["c", "0"]], [["a", "9"]]]
+    assert all(out["comparisons"]) and len(out["comparisons"]) == 36

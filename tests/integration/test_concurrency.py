@@ -32,9 +32,9 @@ from tests.integration.test_billing import (  # noqa: F401  (atomic_dynamodb is 
 # race, with moto's transactions copying only the items they name.
 SUBSCRIPTIONS = int(os.environ.get("RACE_SUBSCRIPTIONS", "8"))
 if SUBSCRIPTIONS > 8:
-    from tests.bench.harness import item_scoped_moto_transactions
+    from tests.bench.harness import lighten_moto
 
-    item_scoped_moto_transactions()
+    lighten_moto()
 
 
 @pytest.fixture
