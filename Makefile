@@ -50,6 +50,11 @@ test-e2e: install system-deps
 bench: install
 	$(PY) -m tests.bench.run $(BENCH_ARGS)
 
+# The billing benchmark at 2,000 subscriptions (about 20 minutes, most of it
+# moto): docs/performance-billing-2000.json, reported by `make bench`.
+bench-billing-large: install
+	$(PY) -m tests.bench.bench_billing --subscriptions 2000 --output docs/performance-billing-2000.json
+
 # Deployment package of a stage: build/$(STAGE)/template.yaml and
 # deployment.zip (compiled .pyc), checked by cfn-lint (docs/deploy.md).
 package: install
