@@ -392,10 +392,12 @@ def gap_notes(results: dict) -> list[str]:
     if rating["periods_per_s"] < TARGETS["rating_periods_per_s"]:
         notes.append(
             f"- **Rating** ({rating['periods_per_s']:,} periods per CPU-second, runs {rating['runs']}): the"
-            " profile of `rate_period` is flat: the invoice lines (named tuples, one C call each), Decimal"
-            " quantize, the charge models' arithmetic, about 15 µs for a period of 7 lines; the price book is"
-            " compiled once and cached. CPU time on this shared machine moves with its load (medians of"
-            " 43,000 to 78,000 the same day): run it again before looking for a cause in the code.")
+            " profile of `rate_period` is flat: the invoice lines (named tuples), Decimal quantize, the charge"
+            f" models' arithmetic, {1e6 / rating['periods_per_s']:.0f} µs for a period of"
+            f" {rating['lines_per_period']} lines; the price book is compiled once and cached. CPU time on this"
+            " shared machine moves with its load: the same code measured medians from 43,000 to 78,000 within"
+            " an hour, and the runs of one median spread as far. Run it again before looking for a cause in"
+            " the code.")
     package = results["package"]
     floor = package["cold_import"]["api_handler"].get("with_pyc_breakdown")
     api = by_target.get("API function cold import, ms (with .pyc)")
@@ -447,16 +449,28 @@ def gap_notes(results: dict) -> list[str]:
         " (1.09x the floor at 25 workers, 1.45x for 20,000 subscriptions). `services/billing.py` now retries"
         " 10 times (at most ~32 s of pauses, inside the worker's 60 s timeout); the table above is with it.")
     notes.append(
-        "- moto deep-copies a whole table before each transaction (to roll back a cancelled one), which made"
-        " the benchmarks quadratic in the number of items; tests/bench/harness.py snapshots only the items a"
-        " transaction names. Moto's time is excluded from every CPU figure either way.")
+        "- Moto in-process made the benchmarks quadratic in the number of items: it deep-copies every table a"
+        " transaction names (to roll back a cancelled one), and sorts a table's every item, comparing keys"
+        " through several type tests each, on every query of an index. tests/bench/harness.py (`lighten_moto`)"
+        " snapshots only the items a transaction names, compares string keys directly, and keeps a table's"
+        " sorted items until one is added or removed (the same answers, checked by"
+        " tests/integration/test_benchmarks.py). Moto's time is excluded from every CPU figure either way.")
     return notes
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="small sizes, for a look in a minute")
+    parser.add_argument("--document-only", action="store_true",
+                        help="write docs/performance.md again from docs/performance.json, running nothing")
     args = parser.parse_args(argv)
+    if args.document_only:
+        results = json.loads(RESULTS.read_text())
+        results["checks"] = checks(results)
+        results["notes"] = gap_notes(results)
+        RESULTS.write_text(json.dumps(results, indent=1, default=str) + "\n")
+        DOC.write_text(document(results) + "\n")
+        return 0
     env = {**FULL, **(QUICK if args.quick else {})}
     env.update({k: os.environ[k] for k in (*QUICK, *FULL) if k in os.environ})
     sizes = {k: env[k] for k in FULL}
