@@ -606,3 +606,36 @@ def test_two_setups_of_the_same_second_go_to_the_later_arrival(merchant, custome
         assert deliver(merchant, event("setup_intent.succeeded", intent)).status == 200
     shown = merchant.get(f"/customers/{cus['id']}").json["default_payment_method"]
     assert (shown["exp_month"], shown["exp_year"]) == (2, 2031)
+
+
+@pytest.mark.parametrize("event_type, obj, param", [
+    ("payment_intent.succeeded", {"id": "pi_1", "amount": 1200, "currency": "eur"}, "data.object.status"),
+    ("payment_intent.payment_failed", {"id": "pi_1", "status": "requires_payment_method", "currency": "eur"},
+     "data.object.amount"),
+    ("setup_intent.succeeded", {"status": "succeeded"}, "data.object.id"),
+    ("payment_method.automatically_updated", {"id": "pm_1", "type": "card", "customer": "cus_1",
+                                              "card": {"last4": "4242", "exp_month": 12}}, "data.object.card.exp_year"),
+    ("customer.deleted", "cus_1", "data.object"),
+])
+def test_a_signed_event_without_a_field_we_read_is_a_400_naming_it(merchant, event_type, obj, param):
+    from chalicelib.services.stripe_webhooks import HANDLERS, REQUIRED
+
+    assert set(REQUIRED) == set(HANDLERS)
+    payload = event(event_type, obj)
+    refused = deliver(merchant, payload)
+    assert refused.status == 400, refused
+    assert refused.json["error"]["param"] == param and refused.json["error"]["code"] == "invalid_request"
+
+
+def test_a_refused_incomplete_event_is_not_claimed(merchant):
+    incomplete = event("customer.deleted", {"object": "customer"}, event_id="evt_incomplete")
+    assert deliver(merchant, incomplete).status == 400
+    complete = event("customer.deleted", {"id": "cus_gone", "object": "customer"}, event_id="evt_incomplete")
+    answer = deliver(merchant, complete)
+    assert answer.status == 200 and answer.json["handled"] is True
+
+
+def test_a_payment_method_that_is_not_a_card_needs_no_card(merchant):
+    sepa = {"id": "pm_sepa", "type": "sepa_debit", "customer": "cus_1"}
+    answer = deliver(merchant, event("payment_method.updated", sepa))
+    assert answer.status == 200 and answer.json["handled"] is True
