@@ -440,7 +440,10 @@ def mail_feedback(report: dict) -> dict:
         logger.warning("SES report about an e-mail of nothing recorded", extra={"tags": tags})
         return {"applied": False}
     message_id = mail.get("messageId")
-    if message_id not in (delivery.get("message_ids") or []):
+    # Every message id sent for the delivery (a delivery sent before they
+    # were all kept has its last one only).
+    sent_ids = delivery.get("message_ids") or [m for m in [delivery.get("message_id")] if m]
+    if message_id not in sent_ids:
         raise FeedbackTooEarly(f"{kind} of {message_id}: its sending is not recorded yet")
     if message_id != delivery.get("message_id"):
         logger.info("SES report about an earlier e-mail", extra={"tags": tags, "event_type": kind})
@@ -459,33 +462,19 @@ def mail_feedback(report: dict) -> dict:
         metrics.add_metric(name="AlertMailComplaint", unit="Count", value=1)
         outcome = "complaint"
     else:
+        destination = {_address(a) for a in mail.get("destination") or []}
         if kind == "Bounce":
             bounced = details.get("bouncedRecipients") or []
-            addresses = [r.get("emailAddress") for r in bounced]
             reason = "; ".join(f"{r.get('emailAddress')}: {r.get('diagnosticCode') or r.get('status') or '?'}"
                                for r in bounced)
             error = f"bounce {details.get('bounceType')}/{details.get('bounceSubType')}: {reason}"[:400]
-            everyone = set(addresses) >= {_address(a) for a in mail.get("destination") or []}
+            addresses = {r.get("emailAddress") for r in bounced}
         else:
-            addresses, everyone = [], True
             error = f"rejected by SES: {details.get('reason')}"[:400]
-        metrics.add_metric(name="AlertMailBounced", unit="Count", value=1)
-        if not everyone:
-            delivery.update(bounced_recipients=sorted(set(delivery.get("bounced_recipients") or []) | set(addresses)),
-                            last_error=error)
-            outcome = "partly_bounced"
-        else:
-            bounces = int(delivery.get("bounces") or 0) + 1
-            delivery.update(bounces=bounces, last_error=error, bounced_recipients=addresses)
-            if bounces >= MAX_BOUNCES:
-                delivery["status"] = "undeliverable"
-                metrics.add_metric(name="AlertMailUndeliverable", unit="Count", value=1)
-                logger.error("alert e-mail undeliverable", extra={"tags": tags, "error": error})
-                outcome = "undeliverable"
-            else:
-                delivery["status"] = "bounced"
-                retry_at = now + BOUNCE_RETRY_AFTER
-                outcome = "bounced"
+            addresses = destination
+        outcome = _bounced(delivery, addresses, destination, error, tags)
+        if outcome == "bounced":
+            retry_at = now + BOUNCE_RETRY_AFTER
     version = int(record_.version)
     deliveries = record_.deliveries()
     deliveries[audience] = delivery
@@ -493,6 +482,29 @@ def mail_feedback(report: dict) -> dict:
     if not store.save_deliveries(record_, version):
         raise FeedbackTooEarly(f"{kind} of {message_id}: the alert changed meanwhile")
     return {"applied": True, "outcome": outcome}
+
+
+def _bounced(delivery: dict, addresses: set, destination: set, error: str, tags: dict) -> str:
+    """Write a bounce of `addresses` on the delivery of a message sent to
+    `destination`. SES may report the recipients of one message one by one:
+    the message bounced when every recipient has (`bounced`, then
+    `undeliverable` at the last of `MAX_BOUNCES`); until then it is
+    `partly_bounced` and the delivery stays `sent`."""
+    metrics.add_metric(name="AlertMailBounced", unit="Count", value=1)
+    so_far = set(delivery.get("bounced_recipients") or []) | addresses
+    delivery.update(bounced_recipients=sorted(so_far), last_error=error)
+    if not so_far >= destination:
+        return "partly_bounced"
+    if delivery["status"] in ("bounced", "undeliverable"):
+        return "bounced_already"  # this message was counted by an earlier report
+    delivery["bounces"] = int(delivery.get("bounces") or 0) + 1
+    if delivery["bounces"] < MAX_BOUNCES:
+        delivery["status"] = "bounced"
+        return "bounced"
+    delivery["status"] = "undeliverable"
+    metrics.add_metric(name="AlertMailUndeliverable", unit="Count", value=1)
+    logger.error("alert e-mail undeliverable", extra={"tags": tags, "error": error})
+    return "undeliverable"
 
 
 def _address(text: str) -> str:

@@ -294,3 +294,44 @@ def test_the_feedback_consumer_unwraps_an_sns_envelope(merchant, clock, ses_sent
                         "MD5OfBody": "", "Attributes": {}}], "https://sqs/1/MailFeedbackQueue")
     assert mail_feedback(event, LocalContext())["batchItemFailures"] == []
     assert stored_delivery(merchant, martin)["bounces"] == 1  # the same report: once
+
+
+def test_a_delivery_recorded_with_its_last_message_id_only_takes_its_reports(merchant, clock, ses_sent):
+    """Deliveries sent before every message id was kept name the last one."""
+    martin = expiring_card_mail_sent(merchant, clock)
+    [alert] = alerts_of(merchant, martin)
+    record = alert_store.get_alert(merchant.merchant["id"], alert["id"])
+    deliveries = record.deliveries()
+    del deliveries["customer"]["message_ids"]
+    version = int(record.version)
+    record.set_deliveries(deliveries, None)
+    assert alert_store.save_deliveries(record, version)
+
+    ses_reports(report(sent_to(ses_sent, CUSTOMER)[0], "Bounce"))
+    [result] = drain_feedback()
+    assert result["batchItemFailures"] == []
+    assert customer_delivery(merchant, martin)["status"] == "bounced"
+
+
+def test_recipients_reported_one_by_one_bounce_the_mail_when_all_have(new_merchant, clock, ses_sent):
+    from chalicelib import jobs
+
+    merchant = new_merchant(alert_emails=[OPS, "gone@optique-durand.fr"])
+    customer(merchant, "Labo Martin", CUSTOMER)
+    jobs.card_expiry_scan(clock.now())
+    drain()
+    [digest_mail] = sent_to(ses_sent, OPS)
+
+    def operations():
+        return alert_store.get_digest(merchant.merchant["id"], "card_expiring", "2026-11-23").deliveries()["operations"]
+
+    ses_reports(report(digest_mail, "Bounce", recipients=["gone@optique-durand.fr"]))
+    drain_feedback()
+    assert operations()["status"] == "sent"
+    ses_reports(report(digest_mail, "Bounce", recipients=[OPS]))
+    drain_feedback()
+    assert operations()["status"] == "bounced" and operations()["bounces"] == 1
+    assert operations()["bounced_recipients"] == sorted([OPS, "gone@optique-durand.fr"])
+    ses_reports(report(digest_mail, "Bounce", recipients=[OPS]))  # another report on the same message
+    drain_feedback()
+    assert operations()["status"] == "bounced" and operations()["bounces"] == 1
