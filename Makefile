@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAGE ?= dev
 
-.PHONY: install system-deps run simulate test test-unit test-integration test-e2e bench package deploy clean openapi
+.PHONY: install system-deps run simulate test test-unit test-integration test-e2e bench bench-billing-large package deploy clean openapi
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
