@@ -17,6 +17,10 @@ billing, and is never lost silently:
 3. An alert not yet sent stays in the `due` index; the daily job queues
    again every alert whose e-mail is overdue (a queue that was unreachable
    when it was recorded, a message parked in the dead-letter queue).
+4. What SES reports after accepting an e-mail (bounces, complaints,
+   rejections, through the configuration set's SNS topic and the mail
+   feedback queue) is written on its delivery by `mail_feedback`: a bounced
+   e-mail is due again a day later, until it is undeliverable.
 
 An e-mail may, rarely, go out twice (SES accepted it and the worker died
 before writing so); an alert is never silently dropped.
