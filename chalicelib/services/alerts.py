@@ -22,8 +22,10 @@ billing, and is never lost silently:
    feedback queue) is written on its delivery by `mail_feedback`: a bounced
    e-mail is due again a day later, until it is undeliverable.
 
-An e-mail may, rarely, go out twice (SES accepted it and the worker died
-before writing so); an alert is never silently dropped.
+A worker claims an e-mail before sending it (`sending`, for `SEND_LEASE`),
+so two workers holding the same alert send it once. An e-mail may, rarely,
+go out twice (SES accepted it and the worker died before writing so); an
+alert is never silently dropped.
 
 Expiring cards (`scan_expiring_cards`, daily): customers whose default card's
 last valid month is this month or the next, found through the card_expiry
@@ -48,6 +50,10 @@ OPERATIONS = "operations"
 CUSTOMER = "customer"
 # An e-mail not sent by then is queued again by the daily job.
 RESEND_AFTER = timedelta(minutes=30)
+# How long a worker sending an e-mail holds it: longer than the
+# notifications function may run (60 s), shorter than the queue's
+# visibility timeout (120 s), so a message back from a dead worker sends.
+SEND_LEASE = timedelta(seconds=90)
 # Operations' news that stays open on the customer page this long.
 OPEN_FOR = timedelta(days=30)
 LIVE_STATUSES = ("incomplete", "trialing", "active", "past_due")
@@ -308,9 +314,16 @@ def deliver(message: dict) -> dict:
     for audience, delivery in sorted(record_.deliveries().items()):
         if delivery["status"] in store.FINAL:
             continue
-        version = int(record_.version)
-        mail, to = _compose(record_, audience, merchant)
         now = clock().now()
+        if delivery["status"] == "sending" and _instant(delivery["lease_until"]) > now:
+            failures.append(audience)  # another worker is sending it: this message comes back later
+            continue
+        mail, to = _compose(record_, audience, merchant)
+        if to and not _claim(record_, audience, delivery, now):
+            failures.append(audience)  # written meanwhile: read again when the message comes back
+            break
+        version = int(record_.version)
+        delivery.pop("lease_until", None)
         delivery["attempts"] = int(delivery.get("attempts") or 0) + 1
         if not to:
             delivery.update(status="no_recipient", last_error=f"no {audience} address")
@@ -338,6 +351,19 @@ def deliver(message: dict) -> dict:
     if failures:
         raise AlertNotDelivered(f"{message}: {failures} not sent")
     return {"sent": sent}
+
+
+def _claim(record_, audience: str, delivery: dict, now: datetime) -> bool:
+    """Mark the delivery `sending` until `SEND_LEASE` from now, if nobody
+    wrote the record since it was read: of two workers holding the same
+    notification (an SQS duplicate, a message queued again by the daily job
+    while the first still waited), one sends and the other leaves it. Past
+    the lease (the sender died), the next delivery sends it."""
+    claimed = {**delivery, "status": "sending", "lease_until": isoformat(now + SEND_LEASE)}
+    deliveries = record_.deliveries()
+    deliveries[audience] = claimed
+    record_.set_deliveries(deliveries, now + RESEND_AFTER)
+    return store.save_deliveries(record_, int(record_.version))
 
 
 def mail_tags(record_, audience: str) -> dict[str, str]:

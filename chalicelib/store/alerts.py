@@ -9,8 +9,9 @@
   day's e-mail to operations listing the cards found expiring that day.
 
 Both carry `deliveries`: audience (`operations`, `customer`) -> `{"status":
-"pending" | "sent" | "failed" | "bounced" | "undeliverable" | "no_recipient",
-"attempts", "last_error", "sent_at", "message_id"}`, and what SES reported
+"pending" | "sending" | "sent" | "failed" | "bounced" | "undeliverable" |
+"no_recipient", "attempts", "last_error", "sent_at", "message_id",
+"lease_until" (while `sending`)}`, and what SES reported
 after accepting it (`message_ids` of every send, `feedback_ids`, `bounces`,
 `bounced_recipients`, `complaint`). A pending or failed delivery keeps the record in the `due`
 index (sk `alert` / `alert_digest`, which the billing run's filters never

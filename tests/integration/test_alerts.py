@@ -8,13 +8,14 @@ E-mails are read from what moto's SES accepted (as GET /_local/outbox does);
 the notifications queue is drained through its consumer, as Lambda would."""
 from __future__ import annotations
 
+import contextlib
 import json
 from datetime import datetime, timedelta, timezone
 
 import boto3
 import pytest
 
-from chalicelib import jobs, payments
+from chalicelib import jobs, notify, payments
 from chalicelib.api.local import _mail, _sent_messages
 from chalicelib.services import cards, payment_links
 from chalicelib.store import customers as customer_store
@@ -95,6 +96,20 @@ def drain_queue(queue: str, consumer) -> list[dict]:
                                               VisibilityTimeout=0)
         if failed:
             return results
+
+
+@contextlib.contextmanager
+def ses_hooks(*hooks):
+    """Handlers on the SES client's events, for the block only (the client
+    outlives a test)."""
+    events = notify._ses().meta.events
+    for event, handler in hooks:
+        events.register(event, handler)
+    try:
+        yield
+    finally:
+        for event, handler in hooks:
+            events.unregister(event, handler)
 
 
 def mails() -> list[dict]:
@@ -207,6 +222,61 @@ def test_a_refused_send_is_recorded_and_retried_until_sent(merchant, clock):
     assert alert["deliveries"]["customer"]["status"] == "sent" and alert["deliveries"]["customer"]["attempts"] == 2
     clock.set(clock.now() + timedelta(days=1))
     assert jobs.card_expiry_scan(clock.now())["overdue"] == 0
+
+
+def test_two_deliveries_of_one_alert_at_once_send_one_mail(merchant, clock):
+    """An SQS duplicate, or a message queued again while the first waited:
+    the second worker finds the e-mail being sent and leaves it."""
+    from chalicelib.services import alerts
+
+    martin = customer(merchant, "Labo Martin", "compta@labo-martin.fr")
+    jobs.card_expiry_scan(clock.now())
+    [alert] = alerts_of(merchant, martin)
+    message = {"type": "alert", "merchant_id": merchant.merchant["id"], "alert_id": alert["id"]}
+    second: list[str] = []
+
+    def meanwhile(params, **_):
+        if "compta@labo-martin.fr" in params["Destinations"] and not second:
+            try:
+                second.append(str(alerts.deliver(message)))
+            except alerts.AlertNotDelivered as error:
+                second.append(f"not delivered: {error}")
+
+    with ses_hooks(("provide-client-params.ses.SendRawEmail", meanwhile)):
+        drain()
+    assert second and second[0].startswith("not delivered")
+    assert len(mails_to("compta@labo-martin.fr")) == 1
+    delivery = alerts_of(merchant, martin)[0]["deliveries"]["customer"]
+    assert delivery["status"] == "sent" and delivery["attempts"] == 1
+    drain()  # the second worker's message, back: nothing more to send
+    assert len(mails_to("compta@labo-martin.fr")) == 1
+
+
+class WorkerKilled(BaseException):
+    """A Lambda timeout or crash: nothing in the worker runs after it."""
+
+
+def test_a_sender_that_died_holding_the_mail_is_relieved_after_its_lease(merchant, clock):
+    from chalicelib.services import alerts
+
+    martin = customer(merchant, "Labo Martin", "compta@labo-martin.fr")
+    jobs.card_expiry_scan(clock.now())
+    [alert] = alerts_of(merchant, martin)
+    message = {"type": "alert", "merchant_id": merchant.merchant["id"], "alert_id": alert["id"]}
+
+    def die(params, **_):
+        raise WorkerKilled()
+
+    with ses_hooks(("provide-client-params.ses.SendRawEmail", die)), pytest.raises(WorkerKilled):
+        alerts.deliver(message)
+    assert alerts_of(merchant, martin)[0]["deliveries"]["customer"]["status"] == "sending"
+    with pytest.raises(alerts.AlertNotDelivered):  # the message back at once: the lease still holds
+        alerts.deliver(message)
+    assert mails_to("compta@labo-martin.fr") == []
+    clock.set(clock.now() + alerts.SEND_LEASE + timedelta(seconds=1))
+    assert alerts.deliver(message) == {"sent": 1}
+    assert len(mails_to("compta@labo-martin.fr")) == 1
+    assert alerts_of(merchant, martin)[0]["deliveries"]["customer"]["status"] == "sent"
 
 
 # ---------------------------------------------------------------------------

@@ -12,7 +12,6 @@ message id SES answered), and the queue is drained through `mail_feedback`,
 as Lambda would."""
 from __future__ import annotations
 
-import contextlib
 import json
 import uuid
 from datetime import timedelta
@@ -20,11 +19,10 @@ from datetime import timedelta
 import boto3
 import pytest
 
-from chalicelib import notify
 from chalicelib.services import alerts
 from chalicelib.store import alerts as alert_store
 from infra.local.lambda_events import LocalContext, sqs_event
-from tests.integration.test_alerts import NOW, OPS, alerts_of, customer, drain, drain_queue, mails_to
+from tests.integration.test_alerts import NOW, OPS, alerts_of, customer, drain, drain_queue, mails_to, ses_hooks
 
 CUSTOMER = "compta@labo-martin.fr"
 
@@ -47,20 +45,6 @@ def ses_sent(aws):
 
     with ses_hooks(("provide-client-params.ses.SendRawEmail", request), ("after-call.ses.SendRawEmail", answer)):
         yield sent
-
-
-@contextlib.contextmanager
-def ses_hooks(*hooks):
-    """Handlers on the SES client's events, for the block only (the client
-    outlives a test)."""
-    events = notify._ses().meta.events
-    for event, handler in hooks:
-        events.register(event, handler)
-    try:
-        yield
-    finally:
-        for event, handler in hooks:
-            events.unregister(event, handler)
 
 
 def sent_to(ses_sent: list[dict], address: str) -> list[dict]:
