@@ -65,35 +65,18 @@ def api_event(method: str, path: str, resource: str, path_parameters: dict | Non
 
 def setup():
     """A merchant with CUSTOMERS customers, each subscribed, invoiced once, with usage."""
-    from tests.bench.bench_billing import CLICO, START, CountingGateway
+    from tests.bench.bench_billing import START, CountingGateway, seed_clico
 
     from chalicelib.clock import FixedClock, use_clock
-    from chalicelib.domain.catalog import parse_offer
-    from chalicelib.services import billing, customers, merchants, offers, subscriptions, usage
-    from chalicelib.store import customers as customer_store
+    from chalicelib.services import billing, usage
 
     clock = FixedClock(START)
     use_clock(clock)
     billing.use_gateway(CountingGateway())
-    merchant = merchants.create_merchant({
-        "name": "Optique Durand", "default_currency": "EUR", "invoice_prefix": "OD",
-        "tax_rates": {"FR": "20.0"}, "timezone": "Europe/Paris", "locale": "fr",
-    })
+    merchant, pairs = seed_clico(CUSTOMERS)
     merchant_id = merchant["id"]
-    offer_id = offers.create_offer(merchant_id, parse_offer(CLICO))["id"]
-    card = {"brand": "visa", "last4": "4242", "exp_month": 12, "exp_year": 2030, "payment_method_id": "pm_bench"}
-    pairs = []
-    for n in range(CUSTOMERS):
-        customer = customers.create_customer(merchant_id, {"name": f"Labo {n}", "email": f"labo{n}@example.fr",
-                                                           "country": "FR"})
-        customer_store.set_default_card(merchant_id, customer["id"], card)
-        customer_store.set_stripe_customer_id(merchant_id, customer["id"], f"cus_bench{n}")
-        sub = subscriptions.create_subscription(merchant_id, {
-            "customer_id": customer["id"], "offer_id": offer_id, "options": ["express"],
-            "price_overrides": {"montage": {"unit_amount": "1.05"}}, "start_at": START,
-        }, "bench")
-        billing.bill_subscription(merchant_id, sub["id"])
-        pairs.append((customer["id"], sub["id"]))
+    for _, sub_id in pairs:
+        billing.bill_subscription(merchant_id, sub_id)
     clock.set(START + timedelta(days=10))
     for n, (_, sub_id) in enumerate(pairs):
         at = START + timedelta(days=5)

@@ -135,17 +135,16 @@ def measure(subscriptions: int) -> dict:
         return _measure(subscriptions)
 
 
-def _measure(count: int) -> dict:
-    from chalicelib import jobs
-    from chalicelib.clock import FixedClock, use_clock
+def seed_clico(count: int) -> tuple[dict, list[tuple[str, str]]]:
+    """A merchant (as created, with its API key) and `count` customers, each
+    with a card at Stripe's stand-in and a Clic&O subscription (the express
+    option, a negotiated montage price) starting at START: the
+    benchmarks' shared population. Returns (merchant, [(customer_id,
+    subscription_id)])."""
     from chalicelib.domain.catalog import parse_offer
-    from chalicelib.services import billing, customers, merchants, offers, subscriptions, usage
+    from chalicelib.services import customers, merchants, offers, subscriptions
     from chalicelib.store import customers as customer_store
 
-    clock = FixedClock(START)
-    use_clock(clock)
-    gateway = CountingGateway()
-    billing.use_gateway(gateway)
     merchant = merchants.create_merchant({
         "name": "Optique Durand", "default_currency": "EUR", "invoice_prefix": "OD",
         "tax_rates": {"FR": "20.0"}, "timezone": "Europe/Paris", "locale": "fr",
@@ -153,8 +152,7 @@ def _measure(count: int) -> dict:
     merchant_id = merchant["id"]
     offer_id = offers.create_offer(merchant_id, parse_offer(CLICO))["id"]
     card = {"brand": "visa", "last4": "4242", "exp_month": 12, "exp_year": 2030, "payment_method_id": "pm_bench"}
-    ids = []
-    setup_started = time.perf_counter()
+    pairs = []
     for n in range(count):
         customer = customers.create_customer(merchant_id, {"name": f"Labo {n}", "email": f"labo{n}@example.fr",
                                                            "country": "FR"})
@@ -164,7 +162,23 @@ def _measure(count: int) -> dict:
             "customer_id": customer["id"], "offer_id": offer_id, "options": ["express"],
             "price_overrides": {"montage": {"unit_amount": "1.05"}}, "start_at": START,
         }, "bench")
-        ids.append(sub["id"])
+        pairs.append((customer["id"], sub["id"]))
+    return merchant, pairs
+
+
+def _measure(count: int) -> dict:
+    from chalicelib import jobs
+    from chalicelib.clock import FixedClock, use_clock
+    from chalicelib.services import billing, usage
+
+    clock = FixedClock(START)
+    use_clock(clock)
+    gateway = CountingGateway()
+    billing.use_gateway(gateway)
+    setup_started = time.perf_counter()
+    merchant, pairs = seed_clico(count)
+    merchant_id = merchant["id"]
+    ids = [sub_id for _, sub_id in pairs]
     for sub_id in ids:  # the first invoices (November's fees), not measured
         billing.bill_subscription(merchant_id, sub_id)
     clock.set(START + timedelta(days=20))

@@ -4,7 +4,7 @@ its monthly summary and usage statistics within a moment."""
 import time
 import uuid
 
-from tests.unit.test_catalog import API_EXAMPLE
+from tests.e2e.test_subscriptions import per_act_subscription
 
 
 def eventually(read, check, seconds: float = 30):
@@ -18,12 +18,7 @@ def eventually(read, check, seconds: float = 30):
 
 def test_a_subscription_and_its_usage_reach_the_reports(new_merchant, stage):
     merchant = new_merchant(timezone="UTC")
-    offer = dict(API_EXAMPLE, code="per-act", commitment_months=0,
-                 components=[c for c in API_EXAMPLE["components"] if c["type"] == "metered"][:1], options=[])
-    offer_id = merchant.post("/offers", json=offer).json()["id"]
-    customer_id = merchant.post("/customers", json={"name": "Durand", "email": "d@durand.fr",
-                                                    "country": "FR"}).json()["id"]
-    subscription = merchant.post("/subscriptions", json={"customer_id": customer_id, "offer_id": offer_id}).json()
+    subscription = per_act_subscription(merchant)
     now = subscription["current_period_start"]
     month, day = now[:7], now[:10]
     assert merchant.post("/usage", json={"events": [{

@@ -38,14 +38,20 @@ def test_an_unpaid_subscription_is_canceled_immediately(new_merchant):
     assert page["subscriptions"][0]["status"] == "canceled"
 
 
-def test_subscribe_cancel_at_period_end_and_read_the_history(new_merchant):
-    merchant = new_merchant()
+def per_act_subscription(merchant) -> dict:
+    """A customer subscribed over HTTP to a per-act offer (usage only, no
+    commitment): the subscription as answered."""
     offer = dict(API_EXAMPLE, code="per-act", commitment_months=0,
                  components=[c for c in API_EXAMPLE["components"] if c["type"] == "metered"][:1], options=[])
     offer_id = merchant.post("/offers", json=offer).json()["id"]
     customer_id = merchant.post("/customers", json={"name": "Durand", "email": "d@durand.fr",
                                                     "country": "FR"}).json()["id"]
-    subscription = merchant.post("/subscriptions", json={"customer_id": customer_id, "offer_id": offer_id}).json()
+    return merchant.post("/subscriptions", json={"customer_id": customer_id, "offer_id": offer_id}).json()
+
+
+def test_subscribe_cancel_at_period_end_and_read_the_history(new_merchant):
+    merchant = new_merchant()
+    subscription = per_act_subscription(merchant)
     assert subscription["status"] == "active"  # usage only: nothing due at the start
     path = f"/subscriptions/{subscription['id']}"
     scheduled = merchant.post(f"{path}/cancel", json={"reason": "moving away"}).json()

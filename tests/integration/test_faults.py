@@ -344,15 +344,24 @@ def test_the_payment_page_asks_to_come_back_when_stripe_fails(merchant, clock, s
     assert open_page(merchant, token).status == 200
 
 
-@pytest.mark.parametrize("path, status", [("/v1/payment_methods", 500), ("/v1/customers", 429)])
-def test_completing_the_page_while_stripe_fails_then_again_sets_the_card_and_charges_once(
-        merchant, clock, stripe_proxy, path, status, pauses):
+def card_entered_for_an_unpaid_invoice(merchant, clock):
+    """A customer without a card whose November invoice waits for one, and
+    a card entered on its payment page (confirmed at Stripe, not yet sent
+    to /complete), two hours later: (customer_id, subscription, token,
+    setup_intent)."""
     customer_id = new_customer(merchant, card=None)
     sub = subscribe(merchant, customer_id, simple_offer(merchant), start_at=iso(NOV_1))
     assert run_worker(billing_message(merchant, sub["id"], NOV_1)) == []
     token = token_of(merchant.post(f"/customers/{customer_id}/payment-link").json)
     setup_intent = confirm_in_browser(page_config(open_page(merchant, token).html)["clientSecret"])
     clock.set(NOV_1 + timedelta(hours=2))
+    return customer_id, sub, token, setup_intent
+
+
+@pytest.mark.parametrize("path, status", [("/v1/payment_methods", 500), ("/v1/customers", 429)])
+def test_completing_the_page_while_stripe_fails_then_again_sets_the_card_and_charges_once(
+        merchant, clock, stripe_proxy, path, status, pauses):
+    customer_id, sub, token, setup_intent = card_entered_for_an_unpaid_invoice(merchant, clock)
 
     stripe_proxy.add("POST", path, "status_before", status=status, times=None)
     public = merchant.as_key(None)
@@ -369,12 +378,7 @@ def test_completing_the_page_while_stripe_fails_then_again_sets_the_card_and_cha
 
 
 def test_the_card_is_saved_when_the_charge_it_triggers_times_out(merchant, clock, stripe_proxy):
-    customer_id = new_customer(merchant, card=None)
-    sub = subscribe(merchant, customer_id, simple_offer(merchant), start_at=iso(NOV_1))
-    assert run_worker(billing_message(merchant, sub["id"], NOV_1)) == []
-    token = token_of(merchant.post(f"/customers/{customer_id}/payment-link").json)
-    setup_intent = confirm_in_browser(page_config(open_page(merchant, token).html)["clientSecret"])
-    clock.set(NOV_1 + timedelta(hours=2))
+    customer_id, sub, token, setup_intent = card_entered_for_an_unpaid_invoice(merchant, clock)
 
     stripe_proxy.add("POST", "/v1/payment_intents", "hang_after", times=None)
     done = merchant.as_key(None).post(f"/pay/{token}/complete", {"setup_intent": setup_intent})
