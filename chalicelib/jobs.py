@@ -124,24 +124,10 @@ def message_body(message: dict) -> str:
     return json.dumps(message, sort_keys=True, separators=(",", ":"))
 
 
-_sqs_client = None
-
-
 def _sqs():
-    global _sqs_client
-    if _sqs_client is None:
-        import boto3
+    from chalicelib import aws
 
-        from chalicelib.store.base import region
-
-        _sqs_client = boto3.client("sqs", region_name=region())
-    return _sqs_client
-
-
-def reset_clients() -> None:
-    """Forget cached AWS clients (tests switch between moto instances)."""
-    global _sqs_client
-    _sqs_client = None
+    return aws.client("sqs")
 
 
 def handle_billing_message(message: dict) -> dict:

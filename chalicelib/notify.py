@@ -13,7 +13,6 @@ handler makes it at least once without touching the callers.
 from __future__ import annotations
 
 import json
-import threading
 from typing import Any
 
 from chalicelib.config import settings
@@ -21,22 +20,10 @@ from chalicelib.observability import logger, metrics
 
 SOURCE = "billing"
 
-_client = None
-_client_lock = threading.Lock()
-
-
 def _events():
-    """The EventBridge client, built on first use (most handlers never publish)."""
-    global _client
-    if _client is None:
-        with _client_lock:
-            if _client is None:
-                import boto3
+    from chalicelib import aws
 
-                from chalicelib.store.base import region
-
-                _client = boto3.client("events", region_name=region())
-    return _client
+    return aws.client("events")
 
 
 def publish_event(detail_type: str, detail: dict, merchant_id: str) -> bool:
@@ -70,9 +57,6 @@ def _loggable(entry: dict[str, Any]) -> dict[str, Any]:
 
 # -- e-mail (SES) ---------------------------------------------------------------
 
-_ses_client = None
-
-
 class MailNotSent(Exception):
     """SES did not accept a message. `refused`: SES said no to this message
     or this sender (rejected, sender not verified, sending paused): it takes
@@ -90,26 +74,9 @@ _REFUSALS = {"MessageRejected", "MailFromDomainNotVerifiedException", "Configura
 
 
 def _ses():
-    global _ses_client
-    if _ses_client is None:
-        with _client_lock:
-            if _ses_client is None:
-                import boto3
-                from botocore.config import Config
+    from chalicelib import aws
 
-                from chalicelib.store.base import region
-
-                _ses_client = boto3.client("ses", region_name=region(),
-                                           config=Config(connect_timeout=3, read_timeout=10,
-                                                         retries={"mode": "standard", "max_attempts": 3}))
-    return _ses_client
-
-
-def reset_clients() -> None:
-    """Forget cached AWS clients (tests switch between moto instances)."""
-    global _client, _ses_client
-    _client = None
-    _ses_client = None
+    return aws.client("ses")
 
 
 def send_email(to: list[str], subject: str, text: str, html: str, *, sent_at, tags: dict[str, str] | None = None) -> str:

@@ -310,18 +310,11 @@ class _NotKept(Exception):
         self.response = response
 
 
-_dynamodb_client = None
-
-
 def _persistence_layer():
     """A persistence layer per request (Powertools keeps per-call state on
-    it), over one cached DynamoDB client."""
-    global _dynamodb_client
-    import boto3
+    it), over the container's DynamoDB client."""
     from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
 
-    from chalicelib.store.base import region
+    from chalicelib import aws
 
-    if _dynamodb_client is None:
-        _dynamodb_client = boto3.client("dynamodb", region_name=region())
-    return DynamoDBPersistenceLayer(table_name=settings().idempotency_table_name, boto3_client=_dynamodb_client)
+    return DynamoDBPersistenceLayer(table_name=settings().idempotency_table_name, boto3_client=aws.client("dynamodb"))

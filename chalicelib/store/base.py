@@ -5,18 +5,14 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import os
 from itertools import islice
 
 from pynamodb.attributes import UnicodeAttribute
 from pynamodb.models import Model
 
+from chalicelib.aws import region
 from chalicelib.config import settings
 from chalicelib.domain.errors import InvalidRequest
-
-
-def region() -> str:
-    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "eu-west-1"
 
 
 class BillingRecord(Model):

@@ -13,33 +13,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from chalicelib import aws
 from chalicelib.config import settings
-from chalicelib.store.base import region
-
-_client = None
-
 
 def client():
-    """The DynamoDB client, built on first use and cached for the container's life."""
-    global _client
-    if _client is None:
-        import boto3
-        from botocore.config import Config
-
-        _client = boto3.client(
-            "dynamodb",
-            region_name=region(),
-            # As PynamoDB's settings in store/base.py: fail fast, let SQS or
-            # the client retry a slow call.
-            config=Config(connect_timeout=2, read_timeout=5, retries={"mode": "standard", "max_attempts": 3}),
-        )
-    return _client
-
-
-def reset_client() -> None:
-    """Forget the cached client (tests switch between moto instances)."""
-    global _client
-    _client = None
+    """The DynamoDB client (chalicelib.aws)."""
+    return aws.client("dynamodb")
 
 
 def table_name() -> str:

@@ -166,15 +166,14 @@ def measure_route(app, make_event, meter: AwsMeter, requests: int) -> dict:
 def main() -> dict:
     from moto import mock_aws
 
-    from chalicelib import config
+    from chalicelib import aws, config
     from chalicelib.clock import use_clock
-    from chalicelib.store import dynamo
     from infra.local.provision import provision
 
     with mock_aws():
         os.environ.update(provision())
         config.settings.cache_clear()
-        dynamo.reset_client()
+        aws.reset()
         try:
             api_key, pairs, clock = setup()
             from app import app

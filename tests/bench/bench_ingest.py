@@ -248,7 +248,7 @@ def run(batch_size: int) -> dict:
     from moto import mock_aws
     from moto.core.botocore_stubber import BotocoreStubber
 
-    from chalicelib import config
+    from chalicelib import aws, config
     from chalicelib.clock import FixedClock, use_clock
     from chalicelib.store import dynamo
     from infra.local.lambda_events import LocalContext
@@ -277,7 +277,7 @@ def run(batch_size: int) -> dict:
     with mock_aws():
         os.environ.update(provision())
         config.settings.cache_clear()
-        dynamo.reset_client()
+        aws.reset()
         use_clock(FixedClock(FIRST_DAY + timedelta(days=READINGS_PER_DEVICE + 1)))
         merchant_id = setup_devices()
         bodies = readings(merchant_id)
