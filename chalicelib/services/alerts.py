@@ -273,7 +273,7 @@ def alert_message(alert: store.AlertRecord) -> dict:
 def enqueue(messages: list[dict]) -> int:
     """Send `messages` to the notifications queue (ten a request); never
     raises: what is not queued is still due, and the daily job queues it."""
-    from chalicelib import jobs
+    from chalicelib import aws
     from chalicelib.config import settings
 
     sent = 0
@@ -282,7 +282,7 @@ def enqueue(messages: list[dict]) -> int:
         entries = [{"Id": str(i), "MessageBody": json.dumps(m, sort_keys=True, separators=(",", ":"))}
                    for i, m in enumerate(chunk)]
         try:
-            answer = jobs._sqs().send_message_batch(QueueUrl=settings().notifications_queue_url, Entries=entries)
+            answer = aws.client("sqs").send_message_batch(QueueUrl=settings().notifications_queue_url, Entries=entries)
             sent += len(entries) - len(answer.get("Failed", []))
         except Exception:
             logger.exception("alert e-mails not queued; the daily job queues them again", extra={"count": len(chunk)})

@@ -319,3 +319,23 @@ def test_recipients_reported_one_by_one_bounce_the_mail_when_all_have(new_mercha
     ses_reports(report(digest_mail, "Bounce", recipients=[OPS]))  # another report on the same message
     drain_feedback()
     assert operations()["status"] == "bounced" and operations()["bounces"] == 1
+
+
+def test_a_report_that_loses_a_race_for_the_alert_comes_back_and_counts_once(merchant, clock, ses_sent,
+                                                                             monkeypatch):
+    martin = expiring_card_mail_sent(merchant, clock)
+    real_save = alert_store.save_deliveries
+    lost = []
+
+    def written_meanwhile(record, expected_version):
+        if not lost:
+            lost.append(expected_version)
+            return False
+        return real_save(record, expected_version)
+
+    monkeypatch.setattr(alert_store, "save_deliveries", written_meanwhile)
+    ses_reports(report(sent_to(ses_sent, CUSTOMER)[0], "Bounce"))
+    [first, second] = drain_feedback() + drain_feedback()
+    assert len(first["batchItemFailures"]) == 1 and second["batchItemFailures"] == []
+    assert stored_delivery(merchant, martin)["bounces"] == 1
+    assert customer_delivery(merchant, martin)["status"] == "bounced"
