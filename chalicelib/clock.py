@@ -93,3 +93,8 @@ def use_clock(new_clock) -> None:
 def isoformat(moment: datetime) -> str:
     """API.md times: ISO 8601, UTC, with `Z`."""
     return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def parse_instant(text: str) -> datetime:
+    """An instant this backend wrote (ISO 8601, `Z` or an offset), in UTC."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc)

@@ -46,20 +46,20 @@ class ScheduledJob:
 
 def billing_scheduler(now: datetime | None = None, inline: bool = False) -> dict:
     """Enqueue every subscription whose next boundary is due by `now`."""
-    from chalicelib.services import billing
+    from chalicelib.services import issuing
 
     now = now or clock().now()
-    messages = billing.due_billing_messages(now)
+    messages = issuing.due_billing_messages(now)
     return _dispatch("billing_scheduler", messages, inline)
 
 
 def dunning_scheduler(now: datetime | None = None, inline: bool = False) -> dict:
     """Enqueue every open invoice whose next payment attempt is due by `now`
     (a retry after a failure, or a charge whose worker died mid-way)."""
-    from chalicelib.services import billing
+    from chalicelib.services import collecting
 
     now = now or clock().now()
-    messages = billing.due_collection_messages(now)
+    messages = collecting.due_collection_messages(now)
     return _dispatch("dunning_scheduler", messages, inline)
 
 
@@ -133,16 +133,16 @@ def _sqs():
 def handle_billing_message(message: dict) -> dict:
     """One message of the billing queue: bill a subscription's due
     boundaries, or collect an invoice's due payment."""
-    from chalicelib.services import billing
+    from chalicelib.services import collecting, issuing
 
     kind = message.get("type")
     if kind == "bill_subscription":
         # The boundary lets a redelivered message resume the charge of a
         # worker that died after issuing that boundary's invoice.
-        return billing.bill_subscription(message["merchant_id"], message["subscription_id"],
+        return issuing.bill_subscription(message["merchant_id"], message["subscription_id"],
                                          boundary=message.get("boundary"))
     if kind == "collect_invoice":
-        return billing.collect_due_invoice(message["merchant_id"], message["invoice_id"])
+        return collecting.collect_due_invoice(message["merchant_id"], message["invoice_id"])
     raise ValueError(f"unknown billing message type {kind!r}")
 
 

@@ -5,7 +5,7 @@ from chalice import Blueprint, Response
 
 from chalicelib.api.http import Call, endpoint, listing
 from chalicelib.domain.errors import InvalidRequest
-from chalicelib.services import billing
+from chalicelib.services import collecting, invoices
 
 blueprint = Blueprint(__name__)
 
@@ -14,7 +14,7 @@ PDF = "application/pdf"
 
 @endpoint(blueprint, "/invoices", response="InvoiceList")
 def list_invoices(call: Call):
-    items, next_cursor = billing.list_invoices(
+    items, next_cursor = invoices.list_invoices(
         call.merchant_id,
         customer_id=call.query("customer_id"),
         subscription_id=call.query("subscription_id"),
@@ -27,7 +27,7 @@ def list_invoices(call: Call):
 
 @endpoint(blueprint, "/invoices/{invoice_id}", response="Invoice")
 def get_invoice(call: Call, invoice_id: str):
-    return billing.get_invoice(call.merchant_id, invoice_id)
+    return invoices.get_invoice(call.merchant_id, invoice_id)
 
 
 @endpoint(blueprint, "/invoices/{invoice_id}/pdf", response="application/pdf")
@@ -37,7 +37,7 @@ def get_invoice_pdf(call: Call, invoice_id: str):
     accept = (call.request.headers or {}).get("accept", "")
     if PDF not in accept and "*/*" not in accept:
         raise InvalidRequest(f"send Accept: {PDF} to receive the invoice as a PDF", param="Accept")
-    document, filename = billing.invoice_pdf(call.merchant_id, invoice_id)
+    document, filename = invoices.invoice_pdf(call.merchant_id, invoice_id)
     return Response(
         body=document,
         status_code=200,
@@ -47,9 +47,9 @@ def get_invoice_pdf(call: Call, invoice_id: str):
 
 @endpoint(blueprint, "/invoices/{invoice_id}/pay", methods=("POST",), response="Invoice")
 def pay_invoice(call: Call, invoice_id: str):
-    return billing.pay_invoice(call.merchant_id, invoice_id)
+    return collecting.pay_invoice(call.merchant_id, invoice_id)
 
 
 @endpoint(blueprint, "/invoices/{invoice_id}/void", methods=("POST",), response="Invoice")
 def void_invoice(call: Call, invoice_id: str):
-    return billing.void_invoice(call.merchant_id, invoice_id)
+    return collecting.void_invoice(call.merchant_id, invoice_id)

@@ -17,7 +17,7 @@ from chalicelib.store import customers as store
 # that feature plugs its function in here.
 PAGE_SECTIONS: tuple[tuple[str, str | None], ...] = (
     ("subscriptions", "chalicelib.services.subscriptions:customer_subscriptions"),
-    ("latest_invoices", "chalicelib.services.billing:latest_invoices"),
+    ("latest_invoices", "chalicelib.services.invoices:latest_invoices"),
     ("devices", None),
     ("open_alerts", "chalicelib.services.alerts:open_alerts"),
 )

@@ -345,7 +345,7 @@ def _invoices_of_month(merchant_id: str, month: str) -> Iterator[dict]:
     """Issued invoices (open, paid, void, uncollectible) dated in the month,
     oldest first: one ranged Query per status partition of gsi2 (sorted by
     id, whose first part is the invoice's date), merged lazily."""
-    from chalicelib.services.billing import serialize
+    from chalicelib.services.invoices import serialize
     from chalicelib.store import merchants
 
     tz = merchants.get_merchant(merchant_id).timezone or "UTC"

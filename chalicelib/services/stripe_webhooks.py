@@ -16,15 +16,15 @@ from chalicelib import payments
 from chalicelib.clock import clock
 from chalicelib.domain.errors import InvalidRequest
 from chalicelib.observability import logger
-from chalicelib.services import billing, cards
+from chalicelib.services import cards, collecting
 from chalicelib.store import stripe_events as store
 
 HANDLERS: dict[str, Callable[[dict], object]] = {
     "setup_intent.succeeded": cards.setup_intent_succeeded,
     # Billing records the outcome on the invoice of the PaymentIntent's
     # metadata, once, whichever of the worker and the webhook comes first.
-    "payment_intent.succeeded": billing.reconcile_payment,
-    "payment_intent.payment_failed": billing.reconcile_payment,
+    "payment_intent.succeeded": collecting.reconcile_payment,
+    "payment_intent.payment_failed": collecting.reconcile_payment,
     "payment_method.updated": cards.payment_method_updated,
     "payment_method.automatically_updated": cards.payment_method_updated,
     "customer.deleted": cards.stripe_customer_deleted,

@@ -24,7 +24,6 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
-from chalicelib import notify
 from chalicelib.clock import clock, isoformat
 from chalicelib.domain import catalog, lifecycle, proration
 from chalicelib.domain.errors import Conflict, InvalidRequest, NotFound
@@ -34,6 +33,9 @@ from chalicelib.domain.periods import Interval, Period, period_bounds, period_st
 from chalicelib.domain.rating import InvoiceLine, MeterUsage, rate_fees, rate_period, rate_usage
 from chalicelib.ids import new_id
 from chalicelib.services import offers
+from chalicelib.services.subscription_changes import (
+    commit, history_entry, public_fields, publish_change, serialize, set_state, state_of,
+)
 from chalicelib.store import customers as customers_store
 from chalicelib.store import merchants as merchants_store
 from chalicelib.store import subscriptions as store
@@ -42,23 +44,6 @@ from chalicelib.store import usage as usage_store
 # How far in the past a subscription may start: a merchant's "today" sent a
 # little late, never a backdated history to invoice.
 MAX_BACKDATE = timedelta(days=1)
-
-EVENT_TYPES = {
-    "created": "subscription.created",
-    "changed": "subscription.updated",
-    "change_scheduled": "subscription.change_scheduled",
-    "cancellation_scheduled": "subscription.cancellation_scheduled",
-    "canceled": "subscription.canceled",
-    "reactivated": "subscription.reactivated",
-    "paused": "subscription.paused",
-    "resumed": "subscription.resumed",
-    "activated": "subscription.activated",
-    "past_due": "subscription.past_due",
-}
-
-# Fields of the public object that are not part of its history.
-_NOT_HISTORY = ("id", "object")
-
 
 # ---------------------------------------------------------------------------
 # Use cases of the API
@@ -192,7 +177,7 @@ def change_subscription(merchant_id: str, subscription_id: str, fields: dict, ac
     now = clock().now()
     record = store.get_subscription(merchant_id, subscription_id, consistent=True)
     before = public_fields(record)
-    lifecycle.transition(_state(record), "change", lifecycle.Context(at=now))
+    lifecycle.transition(state_of(record), "change", lifecycle.Context(at=now))
     if not any(name in fields for name in ("offer_id", "options", "price_overrides")):
         raise InvalidRequest("give offer_id, options or price_overrides to change", param="offer_id")
 
@@ -223,7 +208,7 @@ def change_subscription(merchant_id: str, subscription_id: str, fields: dict, ac
                 "requested_at": isoformat(now),
                 "effective_at": isoformat(period.end),
             }
-        return _commit(record, before, "change_scheduled", actor, now)
+        return commit(record, before, "change_scheduled", actor, now)
 
     new_version, new_terms = offers.terms_at(merchant_id, offer_id, period.start)
     _check_choices(new_terms, options, overrides)
@@ -251,7 +236,7 @@ def change_subscription(merchant_id: str, subscription_id: str, fields: dict, ac
     record.options = options
     record.price_overrides = overrides or None
     record.pending_change = None
-    return _commit(record, before, "changed", actor, now)
+    return commit(record, before, "changed", actor, now)
 
 
 def cancel_subscription(
@@ -273,13 +258,13 @@ def cancel_subscription(
         at=now, period_end=period.end, commitment_ends_at=_instant_or_none(record.commitment_ends_at), forced=force
     )
     action = "cancel_at_period_end" if at_period_end else "cancel_now"
-    state = lifecycle.transition(_state(record), action, context)
+    state = lifecycle.transition(state_of(record), action, context)
     record.cancellation_reason = "operator" if actor == "operator" else "customer"
     record.cancellation_comment = reason
     if at_period_end:
-        _set_state(record, state, now)
+        set_state(record, state, now)
         record.cancel_at = isoformat(period.end)
-        return _commit(record, before, "cancellation_scheduled", actor, now)
+        return commit(record, before, "cancellation_scheduled", actor, now)
     if record.status == "incomplete" or now < period.start:
         # Never started (not yet, or its first invoice never paid): its
         # first invoice is dropped, there is nothing to credit.
@@ -294,8 +279,8 @@ def cancel_subscription(
         if proration.worth_invoicing(lines):
             _add_pending_item(record, "cancel", lines, period, due=now, at=now)
             _mark_usage_billed(record, period, usage, now)
-    _set_state(record, state, now)
-    return _commit(record, before, "canceled", actor, now)
+    set_state(record, state, now)
+    return commit(record, before, "canceled", actor, now)
 
 
 def reactivate_subscription(merchant_id: str, subscription_id: str, actor: str) -> dict:
@@ -303,12 +288,12 @@ def reactivate_subscription(merchant_id: str, subscription_id: str, actor: str) 
     now = clock().now()
     record = store.get_subscription(merchant_id, subscription_id, consistent=True)
     before = public_fields(record)
-    state = lifecycle.transition(_state(record), "reactivate", lifecycle.Context(at=now))
-    _set_state(record, state, now)
+    state = lifecycle.transition(state_of(record), "reactivate", lifecycle.Context(at=now))
+    set_state(record, state, now)
     record.cancel_at = None
     record.cancellation_reason = None
     record.cancellation_comment = None
-    return _commit(record, before, "reactivated", actor, now)
+    return commit(record, before, "reactivated", actor, now)
 
 
 def pause_subscription(merchant_id: str, subscription_id: str, actor: str) -> dict:
@@ -318,10 +303,10 @@ def pause_subscription(merchant_id: str, subscription_id: str, actor: str) -> di
     now = clock().now()
     record = store.get_subscription(merchant_id, subscription_id, consistent=True)
     before = public_fields(record)
-    state = lifecycle.transition(_state(record), "pause", lifecycle.Context(at=now))
-    _set_state(record, state, now)
+    state = lifecycle.transition(state_of(record), "pause", lifecycle.Context(at=now))
+    set_state(record, state, now)
     record.paused_at = isoformat(now)
-    return _commit(record, before, "paused", actor, now)
+    return commit(record, before, "paused", actor, now)
 
 
 def resume_subscription(merchant_id: str, subscription_id: str, actor: str) -> dict:
@@ -330,7 +315,7 @@ def resume_subscription(merchant_id: str, subscription_id: str, actor: str) -> d
     now = clock().now()
     record = store.get_subscription(merchant_id, subscription_id, consistent=True)
     before = public_fields(record)
-    state = lifecycle.transition(_state(record), "resume", lifecycle.Context(at=now))
+    state = lifecycle.transition(state_of(record), "resume", lifecycle.Context(at=now))
     period = _current_period(record)
     fees_billed = _fees_billed(record, period)
     lines = proration.resume_lines(
@@ -340,9 +325,9 @@ def resume_subscription(merchant_id: str, subscription_id: str, actor: str) -> d
         _add_pending_item(record, "resume", lines, period, due=now, at=now)
     if not fees_billed:
         record.fees_billed_until = isoformat(period.end)
-    _set_state(record, state, now)
+    set_state(record, state, now)
     record.paused_at = None
-    return _commit(record, before, "resumed", actor, now)
+    return commit(record, before, "resumed", actor, now)
 
 
 def subscription_history(
@@ -430,125 +415,8 @@ def upcoming_invoice(merchant_id: str, subscription_id: str) -> dict:
 # For the billing run and the payments
 
 
-def system_transition(merchant_id: str, subscription_id: str, action: str) -> dict:
-    """A payment's outcome on the subscription, by the system:
-    `payment_succeeded` (incomplete or past_due -> active),
-    `payment_failed` (active -> past_due), `payment_exhausted` (the last
-    retry failed: canceled with reason payment_failed). A canceled
-    subscription stays canceled; a transition that changes nothing writes
-    nothing. Returns the subscription."""
-    if action not in ("payment_succeeded", "payment_failed", "payment_exhausted"):
-        raise ValueError(f"not a payment outcome: {action}")
-    now = clock().now()
-    record = store.get_subscription(merchant_id, subscription_id, consistent=True)
-    before = public_fields(record)
-    state = lifecycle.transition(_state(record), action, lifecycle.Context(at=now))
-    if state == _state(record):
-        return serialize(record)
-    _set_state(record, state, now)
-    if state.status == "canceled":
-        record.cancellation_reason = "payment_failed"
-        change_type = "canceled"
-    else:
-        change_type = "activated" if state.status == "active" else "past_due"
-    return _commit(record, before, change_type, "system", now)
-
-
-def public_fields(record: store.SubscriptionRecord) -> dict:
-    """The public fields whose changes the history records."""
-    return {key: value for key, value in serialize(record).items() if key not in _NOT_HISTORY}
-
-
-def history_entry(record: store.SubscriptionRecord, before: dict | None, change_type: str, actor: str,
-                  at: datetime) -> store.HistoryRecord:
-    """The history record of a change: the public fields it changed, before
-    and after (all of them, and no before, for the creation)."""
-    after = public_fields(record)
-    if before is not None:
-        changed = [key for key in after if after[key] != before.get(key)]
-        before, after = {key: before.get(key) for key in changed}, {key: after[key] for key in changed}
-    return store.HistoryRecord(at=isoformat(at), type=change_type, actor=actor, before=before, after=after)
-
-
-def publish_change(record: store.SubscriptionRecord, entry: store.HistoryRecord) -> None:
-    """The domain event of a saved change (after the write: never for a change that was not written)."""
-    notify.publish_event(
-        EVENT_TYPES.get(entry.type, f"subscription.{entry.type}"),
-        {
-            "subscription": serialize(record),
-            "change": {"type": entry.type, "actor": entry.actor, "at": entry.at,
-                       "before": entry.before, "after": entry.after},
-        },
-        record.merchant_id,
-    )
-    from chalicelib.services import alerts
-
-    alerts.subscription_changed(record, entry.type)
-
-
-def serialize(record: store.SubscriptionRecord) -> dict:
-    return {
-        "id": record.subscription_id,
-        "object": "subscription",
-        "customer_id": record.customer_id,
-        "status": record.status,
-        "paused": bool(record.paused),
-        "paused_at": record.paused_at,
-        "cancel_at_period_end": bool(record.cancel_at_period_end),
-        "cancel_at": record.cancel_at,
-        "canceled_at": record.canceled_at,
-        "cancellation_reason": record.cancellation_reason,
-        "cancellation_comment": record.cancellation_comment,
-        "offer_id": record.offer_id,
-        "offer_version": int(record.offer_version),
-        "currency": record.currency,
-        "options": list(record.options or []),
-        "price_overrides": record.price_overrides,
-        "billing_interval": record.billing_interval,
-        "interval_count": int(record.interval_count),
-        "timezone": record.timezone,
-        "start_at": record.start_at,
-        "trial_end": record.trial_end,
-        "current_period_start": record.current_period_start,
-        "current_period_end": record.current_period_end,
-        "commitment_ends_at": record.commitment_ends_at,
-        "phases": list(record.phases or []),
-        "pending_change": record.pending_change,
-        "next_billing_at": record.due_at,
-        "created_at": record.created_at,
-    }
-
-
 # ---------------------------------------------------------------------------
 # Internals
-
-
-def _commit(record, before: dict, change_type: str, actor: str, at: datetime) -> dict:
-    record.updated_at = isoformat(at)
-    entry = history_entry(record, before, change_type, actor, at)
-    store.save_subscription(record, entry)
-    publish_change(record, entry)
-    return serialize(record)
-
-
-def _state(record) -> lifecycle.State:
-    return lifecycle.State(record.status, bool(record.paused), bool(record.cancel_at_period_end))
-
-
-def _set_state(record, state: lifecycle.State, at: datetime) -> None:
-    record.status = state.status
-    record.paused = state.paused
-    record.cancel_at_period_end = state.cancel_at_period_end
-    if state.status == "canceled":
-        record.canceled_at = isoformat(at)
-        record.cancel_at_period_end = False
-        record.paused = False
-        record.paused_at = None
-        record.pending_change = None
-        record.phases = []
-        # Nothing more is billed, except invoices still to issue.
-        items = record.pending_invoice_items or []
-        record.due_at = min((item["due_at"] for item in items), default=None)
 
 
 def _plan(record) -> lifecycle.Plan:

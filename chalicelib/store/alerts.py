@@ -36,7 +36,7 @@ from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
 from chalicelib.store.base import BillingRecord
 from chalicelib.store.customers import CustomerCollection, collection_pk, related
 from chalicelib.store.errors import is_condition_failure
-from chalicelib.store.invoices import due_key, due_shard_of
+from chalicelib.store.due import due_items, due_key, due_shard_of
 
 ALERT_SK = "alert"
 # Delivery states that are not retried: sent, or nobody to send to (a
@@ -212,26 +212,14 @@ def mark_digested(merchant_id: str, alert_ids: list[str], day: str) -> None:
 def overdue(now: datetime) -> list[dict]:
     """The notification messages of every alert and digest whose e-mails
     are overdue (the `due` index, each shard; keys only)."""
-    from chalicelib.config import settings
-    from chalicelib.store import dynamo
-
     messages = []
-    for shard in range(settings().billing_shards):
-        items = dynamo.query_all(
-            IndexName="due",
-            KeyConditionExpression="due_shard = :shard AND due_at <= :until",
-            FilterExpression="sk IN (:alert, :digest)",
-            ExpressionAttributeValues={":shard": dynamo.s(f"due#{shard}"), ":until": dynamo.s(due_key(now)),
-                                       ":alert": dynamo.s(ALERT_SK), ":digest": dynamo.s(DIGEST_SK)},
-        )
-        for item in items:
-            pk, sk = item["pk"]["S"], item["sk"]["S"]
-            merchant_id, _, rest = pk.partition("#")
-            if sk == ALERT_SK:
-                messages.append({"type": "alert", "merchant_id": merchant_id, "alert_id": rest})
-            else:
-                _, kind, day = rest.split("#", 2)
-                messages.append({"type": "digest", "merchant_id": merchant_id, "kind": kind, "day": day})
+    for pk, sk, _ in due_items(now, (ALERT_SK, DIGEST_SK)):
+        merchant_id, _, rest = pk.partition("#")
+        if sk == ALERT_SK:
+            messages.append({"type": "alert", "merchant_id": merchant_id, "alert_id": rest})
+        else:
+            _, kind, day = rest.split("#", 2)
+            messages.append({"type": "digest", "merchant_id": merchant_id, "kind": kind, "day": day})
     return messages
 
 

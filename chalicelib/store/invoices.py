@@ -39,7 +39,6 @@ import hashlib
 import json
 import random
 import time
-import zlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -50,11 +49,11 @@ from pynamodb.exceptions import DoesNotExist, PutError, TransactWriteError
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from ulid import ULID
 
-from chalicelib.config import settings
 from chalicelib.domain.errors import Conflict, InvalidRequest, NotFound
 from chalicelib.domain.rating import MeterUsage
 from chalicelib.store.base import BillingRecord, decode_cursor, encode_cursor, page, transaction
 from chalicelib.store.customers import CustomerCollection, collection_pk, collection_sk
+from chalicelib.store.due import due_key, due_shard_of
 from chalicelib.store.errors import is_condition_failure
 
 STATUSES = ("draft", "open", "paid", "void", "uncollectible")
@@ -90,18 +89,6 @@ def invoice_id_for(merchant_id: str, subscription_id: str, at: datetime, purpose
     millis = int(moment.timestamp() * 1000)
     digest = hashlib.sha256(f"{merchant_id}|{subscription_id}|{purpose}|{moment.isoformat()}".encode()).digest()
     return f"inv_{str(ULID.from_bytes(millis.to_bytes(6, 'big') + digest[:10])).lower()}"
-
-
-def due_key(moment: datetime) -> str:
-    """A `due_at` value: UTC to the whole second, one fixed width, so that
-    strings compare like the instants they stand for."""
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def due_shard_of(entity_id: str) -> str:
-    """The shard of the `due` index an item belongs to (`due#<n>`): the same
-    stable hash of its id as subscriptions use (store/subscriptions.py)."""
-    return f"due#{zlib.crc32(entity_id.encode()) % settings().billing_shards}"
 
 
 # ---------------------------------------------------------------------------
@@ -533,9 +520,12 @@ def _lost_race_for_number(error: TransactWriteError, merchant_id: str, year: int
     return last_number(merchant_id, year) != sequence - 1
 
 
-def save(record: InvoiceRecord, *, expected_status: str | Iterable[str] | None = None) -> None:
+def save(record: InvoiceRecord, *, expected_status: str | Iterable[str] | None = None,
+         also: Callable | None = None) -> None:
     """Write a changed invoice if nobody changed it since it was read (its
     version), and, when given, if it is still in one of `expected_status`.
+    `also(write)` adds writes that must happen with it or not at all (the
+    customer's credit balance, a credit note, a payment): one transaction.
     Conflict otherwise: the caller re-reads and decides again."""
     expected = record.version
     record.version = expected + 1
@@ -545,11 +535,33 @@ def save(record: InvoiceRecord, *, expected_status: str | Iterable[str] | None =
         statuses = [expected_status] if isinstance(expected_status, str) else list(expected_status)
         condition = condition & InvoiceRecord.status.is_in(*statuses)
     try:
-        record.save(condition=condition)
-    except PutError as error:
+        if also is None:
+            record.save(condition=condition)
+        else:
+            with transaction() as write:
+                write.save(record, condition=condition)
+                also(write)
+    except (PutError, TransactWriteError) as error:
         record.version = expected
         if is_condition_failure(error):
             raise Conflict("the invoice was changed meanwhile; read it again", code="version_conflict") from error
+        raise
+
+
+def advance_without_invoice(subscription, entry, billed: Iterable[BilledUsageRecord]) -> None:
+    """A boundary that bills nothing (paused, nothing queued) still moves the
+    subscription on, with the usage it recorded as billed (or free)."""
+    from chalicelib.store import subscriptions as subscription_store
+
+    version_read = int(subscription.version)
+    try:
+        with transaction() as write:
+            subscription_store.save_subscription(subscription, entry, write=write)
+            for record in billed:
+                write_billed_usage(write, record)
+    except TransactWriteError as error:
+        subscription.version = version_read
+        subscription_store.raise_version_conflict(error)
         raise
 
 

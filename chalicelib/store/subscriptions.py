@@ -27,16 +27,15 @@ from __future__ import annotations
 
 import re
 import uuid
-import zlib
 
 from pynamodb.attributes import BooleanAttribute, JSONAttribute, ListAttribute, NumberAttribute, UnicodeAttribute
 from pynamodb.exceptions import DoesNotExist, TransactWriteError
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 
-from chalicelib.config import settings
 from chalicelib.domain.errors import Conflict, InvalidRequest, NotFound
 from chalicelib.store.base import BillingRecord, decode_cursor, page, transaction
 from chalicelib.store.customers import CustomerCollection, collection_pk, collection_sk, related
+from chalicelib.store.due import due_shard_of
 from chalicelib.store.errors import is_condition_failure
 
 SUBSCRIPTION_SK = "subscription"
@@ -53,12 +52,6 @@ def listing_pk(merchant_id: str) -> str:
 
 def history_sk(version: int) -> str:
     return f"history#{version:08d}"
-
-
-def due_shard(subscription_id: str) -> str:
-    """`due#<n>`: the due index's shard of a subscription, stable across
-    processes (crc32, not Python's salted hash)."""
-    return f"due#{zlib.crc32(subscription_id.encode()) % settings().billing_shards}"
 
 
 class SubscriptionsByStatus(GlobalSecondaryIndex):
@@ -153,7 +146,7 @@ class SubscriptionRecord(BillingRecord):
         if self.due_at is None:
             self.due_shard = None
         else:
-            self.due_shard = due_shard(self.subscription_id)
+            self.due_shard = due_shard_of(self.subscription_id)
 
 
 class HistoryRecord(BillingRecord):

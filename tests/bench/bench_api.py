@@ -68,15 +68,15 @@ def setup():
     from tests.bench.bench_billing import START, CountingGateway, seed_clico
 
     from chalicelib.clock import FixedClock, use_clock
-    from chalicelib.services import billing, usage
+    from chalicelib.services import collecting, issuing, usage
 
     clock = FixedClock(START)
     use_clock(clock)
-    billing.use_gateway(CountingGateway())
+    collecting.use_gateway(CountingGateway())
     merchant, pairs = seed_clico(CUSTOMERS)
     merchant_id = merchant["id"]
     for _, sub_id in pairs:
-        billing.bill_subscription(merchant_id, sub_id)
+        issuing.bill_subscription(merchant_id, sub_id)
     clock.set(START + timedelta(days=10))
     for n, (_, sub_id) in enumerate(pairs):
         at = START + timedelta(days=5)
@@ -84,7 +84,7 @@ def setup():
             usage.EventInput(f"setup-calls-{n}", sub_id, "calls", Decimal(300 + n), at),
             usage.EventInput(f"setup-hours-{n}", sub_id, "agent_hours", Decimal("7.5"), at),
         ])
-    billing.use_gateway(None)
+    collecting.use_gateway(None)
     return merchant["api_key"], pairs, clock
 
 

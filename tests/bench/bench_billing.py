@@ -18,7 +18,7 @@
    Workers (at most BILLING_WORKER_CONCURRENCY at once, SQS batch size 1)
    each take a message, do their DynamoDB work, make their one charge, and
    record it; a charge over Stripe's limit is refused (429) and retried by
-   the worker after a back-off, as `services.billing._charge` does. The run
+   the worker after a back-off, as `services.collecting._charge` does. The run
    cannot be shorter than 100,000 / 25 = 4,000 s; the simulation says how
    close the cap gets to it, and what a smaller or larger cap would do.
 
@@ -169,18 +169,18 @@ def seed_clico(count: int) -> tuple[dict, list[tuple[str, str]]]:
 def _measure(count: int) -> dict:
     from chalicelib import jobs
     from chalicelib.clock import FixedClock, use_clock
-    from chalicelib.services import billing, usage
+    from chalicelib.services import collecting, issuing, usage
 
     clock = FixedClock(START)
     use_clock(clock)
     gateway = CountingGateway()
-    billing.use_gateway(gateway)
+    collecting.use_gateway(gateway)
     setup_started = time.perf_counter()
     merchant, pairs = seed_clico(count)
     merchant_id = merchant["id"]
     ids = [sub_id for _, sub_id in pairs]
     for sub_id in ids:  # the first invoices (November's fees), not measured
-        billing.bill_subscription(merchant_id, sub_id)
+        issuing.bill_subscription(merchant_id, sub_id)
     clock.set(START + timedelta(days=20))
     for n, sub_id in enumerate(ids):
         at = START + timedelta(days=10)
@@ -200,7 +200,7 @@ def _measure(count: int) -> dict:
     meter = AwsMeter(capacity).install()
     clock.set(BOUNDARY + timedelta(minutes=5))
     scheduler_started = time.perf_counter()
-    messages = billing.due_billing_messages(clock.now())
+    messages = issuing.due_billing_messages(clock.now())
     scheduler_seconds = time.perf_counter() - scheduler_started
     scheduler_calls, _, _ = meter.take()
     assert len(messages) == count, len(messages)
@@ -236,7 +236,7 @@ def _measure(count: int) -> dict:
         meter.uninstall()
     stripe_writes = gateway.writes - writes_before
     use_clock(None)
-    billing.use_gateway(None)
+    collecting.use_gateway(None)
     requests = [r for r, _ in per_invoice]
     reads = sum(n for op, n in by_operation.items() if op in ("GetItem", "BatchGetItem", "Query"))
     return {
@@ -301,10 +301,10 @@ def simulate(subscriptions: int, concurrency: int, *, limit: float = STRIPE_WRIT
     the finalizing transaction), the charge (Stripe's latency: lognormal,
     median 0.55 s, p99 about 2 s), then `after_charge` seconds (recording
     the outcome, events). A charge refused by the limiter costs a 429
-    round-trip (40 ms) and the worker's back-off (billing.rate_limit_pause),
+    round-trip (40 ms) and the worker's back-off (collecting.rate_limit_pause),
     then is sent again; a message whose retries run out goes back to the
     queue for the visibility timeout (360 s)."""
-    from chalicelib.services.billing import RATE_LIMIT_RETRIES, rate_limit_pause
+    from chalicelib.services.collecting import RATE_LIMIT_RETRIES, rate_limit_pause
 
     rng = random.Random(seed)
     bucket = TokenBucket(limit)

@@ -275,7 +275,7 @@ def document(results: dict) -> str:
         f"### The run against Stripe's limit ({simulated['subscriptions']:,} subscriptions, 25 writes/s)", "",
         f"Simulated from the measured work per invoice ({simulated['worker_seconds_before_charge']} s before the"
         f" charge, {simulated['worker_seconds_after_charge']} s after, Stripe's latency lognormal with a 0.55 s"
-        " median), a refused charge backing off as `services.billing` does; median of three seeds.", "",
+        " median), a refused charge backing off as `services.collecting` does; median of three seeds.", "",
         _table(["worker cap", "run", "floor", "run / floor (range)", "charges refused (429)",
                 "messages back to the queue"],
                [[("**%d** (configured)" % x["concurrency"]) if x["concurrency"] == simulated["configured_concurrency"]
@@ -446,7 +446,7 @@ def gap_notes(results: dict) -> list[str]:
     notes.append(
         "- **Billing run**: with 6 in-invocation retries of a rate-limited charge, a few messages per run ran"
         " out of retries and waited out the billing queue's visibility timeout (360 s) at the end of the run"
-        " (1.09x the floor at 25 workers, 1.45x for 20,000 subscriptions). `services/billing.py` now retries"
+        " (1.09x the floor at 25 workers, 1.45x for 20,000 subscriptions). `services/collecting.py` now retries"
         " 10 times (at most ~32 s of pauses, inside the worker's 60 s timeout); the table above is with it.")
     notes.append(
         "- Moto in-process made the benchmarks quadratic in the number of items: it deep-copies every table a"

@@ -98,11 +98,11 @@ def _device(owner: Owner) -> str:
 
 def _invoice(owner: Owner) -> str:
     """A paid invoice: a free offer bills at once, without Stripe."""
-    from chalicelib.services import billing
+    from chalicelib.services import issuing
 
     merchant_id = owner.api.merchant["id"]
     subscription = owner.post("/subscriptions", {"customer_id": owner["customer_id"], "offer_id": _free_offer(owner)})
-    billing.bill_subscription(merchant_id, subscription["id"])
+    issuing.bill_subscription(merchant_id, subscription["id"])
     response = owner.api.get(f"/invoices?subscription_id={subscription['id']}")
     assert response.status == 200 and response.json["data"], response
     return response.json["data"][0]["id"]

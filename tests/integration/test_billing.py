@@ -17,7 +17,7 @@ from decimal import Decimal
 import pytest
 
 from chalicelib import jobs, payments
-from chalicelib.services import billing, cards
+from chalicelib.services import cards, collecting, invoices, issuing
 from chalicelib.store import customers as customer_store
 from chalicelib.store import invoices as invoice_store
 from tests.integration.domain_events import published  # noqa: F401  (fixture)
@@ -142,7 +142,7 @@ def invoices_of(api, subscription_id: str) -> list[dict]:
 
 
 def bill(api, subscription_id: str, **kw) -> dict:
-    return billing.bill_subscription(api.merchant["id"], subscription_id, **kw)
+    return issuing.bill_subscription(api.merchant["id"], subscription_id, **kw)
 
 
 def record_usage(api, subscription_id: str, at: datetime, **quantities) -> None:
@@ -364,12 +364,12 @@ def test_a_crash_after_stripe_charged_then_a_retry_charges_once(merchant, clock)
     merchant_id = merchant.merchant["id"]
     customer_id = new_customer(merchant)
     sub = subscribe(merchant, customer_id, simple_offer(merchant), start_at=iso(NOV_1))
-    billing.use_gateway(CrashAfterCharge())
+    collecting.use_gateway(CrashAfterCharge())
     try:
         with pytest.raises(SystemExit):
             bill(merchant, sub["id"], boundary=iso(NOV_1))
     finally:
-        billing.use_gateway(None)
+        collecting.use_gateway(None)
     [invoice] = invoices_of(merchant, sub["id"])
     assert invoice["status"] == "open" and invoice["payment_attempts"][0]["status"] == "pending"
     assert [c["status"] for c in charges_of(merchant, customer_id)] == ["succeeded"]
@@ -393,8 +393,8 @@ def test_a_crash_after_stripe_charged_then_a_retry_charges_once(merchant, clock)
         {"at": iso(NOV_1), "status": "succeeded", "payment_intent": charge["id"], "failure_code": None}
     ]
     # Stripe's webhook for that charge, delivered late and twice, changes nothing.
-    assert billing.reconcile_payment(charge)["status"] == "paid"
-    assert billing.reconcile_payment(charge)["status"] == "paid"
+    assert collecting.reconcile_payment(charge)["status"] == "paid"
+    assert collecting.reconcile_payment(charge)["status"] == "paid"
     assert merchant.get(f"/invoices/{invoice['id']}").json == paid
     assert merchant_id
 
@@ -402,12 +402,12 @@ def test_a_crash_after_stripe_charged_then_a_retry_charges_once(merchant, clock)
 def test_the_dunning_run_resumes_a_charge_whose_worker_died(merchant, clock):
     customer_id = new_customer(merchant)
     sub = subscribe(merchant, customer_id, simple_offer(merchant), start_at=iso(NOV_1))
-    billing.use_gateway(CrashAfterCharge())
+    collecting.use_gateway(CrashAfterCharge())
     try:
         with pytest.raises(SystemExit):
             bill(merchant, sub["id"])
     finally:
-        billing.use_gateway(None)
+        collecting.use_gateway(None)
     assert jobs.dunning_scheduler(clock.now(), inline=True)["due"] == 0
     clock.set(clock.now() + timedelta(minutes=6))
     result = jobs.dunning_scheduler(clock.now(), inline=True)
@@ -540,10 +540,10 @@ def test_payment_webhooks_are_recorded_once(merchant, clock):
     [charge] = charges_of(merchant, customer_id)
     before = merchant.get(f"/invoices/{invoice['id']}").json
     # payment_intent.payment_failed for the attempt already recorded: nothing moves.
-    assert billing.reconcile_payment(charge)["status"] == "open"
+    assert collecting.reconcile_payment(charge)["status"] == "open"
     assert merchant.get(f"/invoices/{invoice['id']}").json == before
     # A PaymentIntent that is none of our invoices' is ignored.
-    assert billing.reconcile_payment({**charge, "metadata": {}}) is None
+    assert collecting.reconcile_payment({**charge, "metadata": {}}) is None
 
 
 # ---------------------------------------------------------------------------
@@ -589,7 +589,7 @@ def test_a_change_on_day_10_is_prorated_on_an_invoice_now(new_merchant, clock):
     record_usage(merchant, sub["id"], datetime(2026, 11, 5, tzinfo=UTC), montages="10")
     changed = merchant.post(f"/subscriptions/{sub['id']}/change", {"options": ["express"], "effective": "immediately"})
     assert changed.status == 200, changed
-    [issued] = billing.invoice_now(merchant.merchant["id"], sub["id"])
+    [issued] = issuing.invoice_now(merchant.merchant["id"], sub["id"])
     assert [(l["kind"], l["component"], l["amount"]) for l in issued["lines"]] == [
         ("usage", "montage", "12.00"),
         ("proration", "base", "-32.67"),
@@ -806,7 +806,7 @@ def test_listing_by_customer_subscription_and_status(merchant, clock, two_invoic
     customer_id, sub_id, invoices = two_invoices
     other_customer = new_customer(merchant, card=None, name="Autre")
     subscribe(merchant, other_customer, simple_offer(merchant, code="other"), start_at=iso(clock.now()))
-    billing.bill_subscription(merchant.merchant["id"],
+    issuing.bill_subscription(merchant.merchant["id"],
                               merchant.get(f"/subscriptions?customer_id={other_customer}").json["data"][0]["id"])
     everything = merchant.get("/invoices").json["data"]
     assert len(everything) == 3 and everything[0]["customer_id"] == other_customer  # newest first
@@ -867,7 +867,7 @@ def test_the_pdf_of_a_reverse_charge_invoice_says_so_in_english(merchant, clock)
     sub = subscribe(merchant, customer_id, simple_offer(merchant), start_at=iso(NOV_1))
     bill(merchant, sub["id"])
     [invoice] = invoices_of(merchant, sub["id"])
-    document, name = billing.invoice_pdf(merchant.merchant["id"], invoice["id"])
+    document, name = invoices.invoice_pdf(merchant.merchant["id"], invoice["id"])
     text = pdf_text(document)
     assert "Invoice" in text and "Reverse charge" in text and "2026-11-01" in text and name.endswith(".pdf")
 
@@ -907,11 +907,11 @@ def test_pay_now_and_void(merchant, clock):
 
     # December's invoice fails, is voided: its number stays used, nothing is due.
     clock.set(DEC_1 + timedelta(minutes=1))
-    billing.use_gateway(Declining())
+    collecting.use_gateway(Declining())
     try:
         bill(merchant, sub["id"])
     finally:
-        billing.use_gateway(None)
+        collecting.use_gateway(None)
     december = invoices_of(merchant, sub["id"])[-1]
     assert december["status"] == "open"
     assert merchant.get(f"/subscriptions/{sub['id']}").json["status"] == "past_due"

@@ -18,7 +18,7 @@ import pytest
 
 from chalicelib import config, jobs, payments
 from chalicelib.domain.money import to_minor
-from chalicelib.services import billing
+from chalicelib.services import collecting
 from chalicelib.store import invoices as invoice_store
 from tests.integration.faults import AwsFaults, StripeProxy, WorkerDied, item_of, transaction_items
 from tests.integration.test_billing import (  # noqa: F401  (atomic_dynamodb is a fixture)
@@ -29,7 +29,7 @@ from tests.integration.test_payments import (  # noqa: F401  (failing_stripe is 
     confirm_in_browser, deliver, event, failing_stripe, open_page, page_config, token_of,
 )
 
-LEASE_OVER = billing.LEASE + timedelta(minutes=1)
+LEASE_OVER = collecting.LEASE + timedelta(minutes=1)
 
 
 @pytest.fixture
@@ -68,8 +68,8 @@ def pauses(monkeypatch) -> list[float]:
     import types
 
     taken: list[float] = []
-    fake = types.SimpleNamespace(sleep=taken.append, monotonic=billing.time.monotonic)
-    monkeypatch.setattr(billing, "time", fake)
+    fake = types.SimpleNamespace(sleep=taken.append, monotonic=collecting.time.monotonic)
+    monkeypatch.setattr(collecting, "time", fake)
     return taken
 
 
@@ -133,7 +133,7 @@ def assert_consistent(api, sub_id: str, customer_id: str, numbers: list[str], *,
     assert subscription["status"] == "active", subscription
     history = api.get(f"/subscriptions/{sub_id}/history?limit=100").json["data"]
     assert [h["version"] for h in history] == list(range(1, len(history) + 1))
-    far = billing.due_collection_messages(JAN_1 + timedelta(days=400))
+    far = collecting.due_collection_messages(JAN_1 + timedelta(days=400))
     left = [api.get(f"/invoices/{m['invoice_id']}").json for m in far if m["merchant_id"] == merchant_id]
     assert not left, left
     return invoices
@@ -224,7 +224,7 @@ def test_stripe_rate_limiting_a_charge_is_retried_with_back_off(merchant, clock,
     stripe_proxy.add("POST", "/v1/payment_intents", "status_before", status=429, times=2)
     assert run_worker(billing_message(merchant, sub_id, DEC_1)) == []
     assert stripe_proxy.count("POST", "/v1/payment_intents") - before == 3
-    assert len(pauses) == 2 and all(0 <= p <= billing.RATE_LIMIT_PAUSE_CAP for p in pauses)
+    assert len(pauses) == 2 and all(0 <= p <= collecting.RATE_LIMIT_PAUSE_CAP for p in pauses)
     assert_december_bills_november_once(merchant, sub_id, customer_id)
 
 
@@ -233,8 +233,8 @@ def test_stripe_rate_limiting_without_end_sends_the_message_back(merchant, clock
     before = stripe_proxy.count("POST", "/v1/payment_intents")
     stripe_proxy.add("POST", "/v1/payment_intents", "status_before", status=429, times=None)
     assert run_worker(billing_message(merchant, sub_id, DEC_1)) == [0]
-    assert stripe_proxy.count("POST", "/v1/payment_intents") - before == 1 + billing.RATE_LIMIT_RETRIES
-    assert sum(pauses) <= billing.RATE_LIMIT_RETRIES * billing.RATE_LIMIT_PAUSE_CAP
+    assert stripe_proxy.count("POST", "/v1/payment_intents") - before == 1 + collecting.RATE_LIMIT_RETRIES
+    assert sum(pauses) <= collecting.RATE_LIMIT_RETRIES * collecting.RATE_LIMIT_PAUSE_CAP
     stripe_proxy.heal()
     assert redeliver_after_visibility_timeout(clock, merchant, sub_id, DEC_1) == []
     assert_december_bills_november_once(merchant, sub_id, customer_id)

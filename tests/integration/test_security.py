@@ -250,7 +250,7 @@ def test_a_payment_logs_no_card_number_secret_or_key(merchant, localstripe, capt
     declined), Stripe's webhooks arrive; a request fails on our side: the
     log lines carry ids, never a card number, a Stripe secret, a client
     secret, a webhook secret, a payment-link token or an API key."""
-    from chalicelib.services import billing
+    from chalicelib.services import issuing
     from tests.integration.test_payments import (
         CARD_DECLINED_ON_CHARGE,
         CARD_OK,
@@ -274,7 +274,7 @@ def test_a_payment_logs_no_card_number_secret_or_key(merchant, localstripe, capt
         setup_intent = confirm_in_browser(client_secret, number)
         assert public.post(f"/pay/{token}/complete", {"setup_intent": setup_intent}).status == 200
         subscription = merchant.post("/subscriptions", {"customer_id": customer["id"], "offer_id": offer["id"]}).json
-        billing.bill_subscription(merchant.merchant["id"], subscription["id"])
+        issuing.bill_subscription(merchant.merchant["id"], subscription["id"])
         tokens.append(token)
         client_secrets.append(client_secret)
     statuses = {invoice["status"] for invoice in merchant.get("/invoices").json["data"]}

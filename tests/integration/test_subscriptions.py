@@ -10,6 +10,7 @@ import pytest
 from chalicelib import config
 from chalicelib.domain.errors import Conflict
 from chalicelib.services import subscriptions as service
+from chalicelib.services import subscription_changes as changes
 from chalicelib.store import customers as customer_store
 from chalicelib.store import subscriptions as store
 from chalicelib.store.base import transaction
@@ -320,14 +321,14 @@ def test_commitment_blocks_the_merchant_and_yields_to_the_operator(merchant, ope
 def test_payment_outcomes_move_the_status(merchant, active):
     merchant_id, sub_id = merchant.merchant["id"], active["id"]
     path = f"/subscriptions/{sub_id}"
-    assert service.system_transition(merchant_id, sub_id, "payment_failed")["status"] == "past_due"
+    assert changes.system_transition(merchant_id, sub_id, "payment_failed")["status"] == "past_due"
     refused(merchant.post(f"{path}/pause"), 409, "invalid_state", says="unpaid")
     refused(merchant.post(f"{path}/change", {"options": [], "effective": "period_end"}), 409, "invalid_state",
             says="unpaid")
-    assert service.system_transition(merchant_id, sub_id, "payment_succeeded")["status"] == "active"
-    service.system_transition(merchant_id, sub_id, "payment_succeeded")  # changes nothing, writes nothing
-    service.system_transition(merchant_id, sub_id, "payment_failed")
-    canceled = service.system_transition(merchant_id, sub_id, "payment_exhausted")
+    assert changes.system_transition(merchant_id, sub_id, "payment_succeeded")["status"] == "active"
+    changes.system_transition(merchant_id, sub_id, "payment_succeeded")  # changes nothing, writes nothing
+    changes.system_transition(merchant_id, sub_id, "payment_failed")
+    canceled = changes.system_transition(merchant_id, sub_id, "payment_exhausted")
     assert canceled["status"] == "canceled" and canceled["cancellation_reason"] == "payment_failed"
     history = merchant.get(f"{path}/history").json["data"]
     assert [(h["type"], h["actor"]) for h in history] == [
