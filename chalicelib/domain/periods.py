@@ -181,3 +181,13 @@ def proration_fraction(start: datetime, end: datetime, at: datetime) -> Decimal:
     elapsed = -((start - at) // _DAY)
     remaining = min(max(days - elapsed, 0), days)
     return Decimal(remaining) / Decimal(days)
+
+
+def instant_text(moment: datetime) -> str:
+    """An instant as the API and the store write it: ISO 8601 in UTC with `Z`."""
+    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def parse_instant_text(text: str) -> datetime:
+    """The instant `instant_text` wrote (an offset is accepted too), in UTC."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc)

@@ -40,14 +40,14 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Iterable, NamedTuple
 
 from chalicelib.domain.catalog import Offer, apply_price_overrides
 from chalicelib.domain.errors import InvalidRequest
 from chalicelib.domain.money import HUNDRED, ONE, ZERO, format_decimal, minor_units
-from chalicelib.domain.periods import Period, proration_fraction
+from chalicelib.domain.periods import Period, instant_text, parse_instant_text, proration_fraction
 
 KINDS = ("fee", "option", "usage", "minimum", "proration", "adjustment", "credit")
 
@@ -104,12 +104,8 @@ class InvoiceLine(NamedTuple):
         }
 
 
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
-
-
-def _instant(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc)
+_iso = instant_text
+_instant = parse_instant_text
 
 
 def _num(value: Decimal) -> str:

@@ -237,7 +237,9 @@ def void_invoice(merchant_id: str, invoice_id: str) -> dict:
         except Conflict:
             continue
         _publish("invoice.voided", invoice)
-        _settle_subscription(invoice)
+        if invoice.billing_reason != "subscription_create":
+            # A void first invoice does not start the subscription: it stays incomplete.
+            _settle_subscription(invoice)
         return invoices.serialize(invoice)
     raise Conflict("the invoice kept changing; read it again", code="version_conflict")
 

@@ -54,6 +54,12 @@ def latest_invoices(merchant_id: str, customer_id: str) -> list[dict]:
                                                                       LATEST_ON_CUSTOMER_PAGE)]
 
 
+def open_invoices_of_subscription(merchant_id: str, customer_id: str, subscription_id: str) -> list[dict]:
+    """The subscription's open invoices, oldest first."""
+    return [serialize(record) for record in store.open_invoices_of_customer(merchant_id, customer_id)
+            if record.subscription_id == subscription_id]
+
+
 def invoice_pdf(merchant_id: str, invoice_id: str) -> tuple[bytes, str]:
     """The invoice as a PDF in its customer's language, and a file name for it."""
     from chalicelib.services.invoice_pdf import language_of, render_invoice_pdf

@@ -29,12 +29,12 @@ from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from chalicelib.clock import clock, isoformat, parse_instant
-from chalicelib.domain import lifecycle, proration
+from chalicelib.domain import invoicing, lifecycle, proration
 from chalicelib.domain.errors import Conflict, NotFound
 from chalicelib.domain.invoices import InvoiceTotals, totals
-from chalicelib.domain.money import ZERO, format_amount
-from chalicelib.domain.periods import Interval, Period, period_bounds, period_index_at
-from chalicelib.domain.rating import InvoiceLine, MeterUsage, rate_fees, rate_late_usage, rate_usage
+from chalicelib.domain.money import ZERO, format_amount, format_decimal
+from chalicelib.domain.periods import Interval, Period
+from chalicelib.domain.rating import InvoiceLine, MeterUsage
 from chalicelib.services import collecting, invoices
 from chalicelib.services import subscription_changes as changes
 from chalicelib.store import invoices as store
@@ -161,7 +161,10 @@ def _issue_next(subscription, billed: dict, now: datetime) -> _Issued | None:
     else:
         until = boundary if boundary is not None else now
         items = [item for item in queued if parse_instant(item["due_at"]) <= until]
-    if boundary is None and not items:
+    # A canceled subscription marked due (usage arrived for a period it was
+    # billed for) owes its late usage on a last invoice.
+    final = not live and subscription.due_at is not None and parse_instant(subscription.due_at) <= now
+    if boundary is None and not items and not final:
         return None
 
     merchant = collecting.merchant_settings(merchant_id)
@@ -181,6 +184,8 @@ def _issue_next(subscription, billed: dict, now: datetime) -> _Issued | None:
     opening = None
     if boundary is not None:
         change_type, opening = _boundary(subscription, billed, draft, invoice_id)
+    elif not live:
+        _after_cancel(subscription, billed, draft, invoice_id)
 
     currency = subscription.currency
     credit_before = customer.credit_balance(currency)
@@ -228,89 +233,56 @@ def _issue_next(subscription, billed: dict, now: datetime) -> _Issued | None:
 
 
 def _boundary(subscription, billed: dict, draft: _Draft, invoice_id: str):
-    """Add the boundary's lines to `draft`: late usage of periods already
-    invoiced, usage of periods closed while paused (once resumed), the
-    closed period's usage, the next period's fees. Returns (the history's
-    change type, the opening period and its plan, or None at the end)."""
-    from chalicelib.services import offers
+    """Add the boundary's lines (invoicing.at_boundary) to `draft`. Returns
+    (the history's change type, the opening, or None at the end)."""
     from chalicelib.store import usage as usage_store
 
-    merchant_id = subscription.merchant_id
-    interval = Interval(subscription.billing_interval, int(subscription.interval_count))
-    tz = subscription.timezone
-    anchor = parse_instant(subscription.anchor)
-    closed = Period(parse_instant(subscription.current_period_start), parse_instant(subscription.current_period_end))
-    closed_key = isoformat(closed.start)
-    plan = lifecycle.Plan(subscription.offer_id, tuple(subscription.options or []),
-                          subscription.price_overrides or None)
-    usage_now = usage_store.usage_before(merchant_id, subscription.subscription_id, closed.end)
-    draft.starts.append(closed.start)
-    draft.ends.append(closed.end)
+    closed_end = parse_instant(subscription.current_period_end)
+    usage = usage_store.usage_before(subscription.merchant_id, subscription.subscription_id, closed_end)
+    rule = invoicing.at_boundary(account_of(subscription), billed_periods(billed), usage,
+                                 terms_lookup(subscription.merchant_id))
+    _take(draft, rule, subscription, billed, invoice_id)
     draft.reasons.append("subscription_cycle")
-
-    # Late usage: periods invoiced before, whose usage grew (or was corrected) since.
-    for start_key in sorted(set(usage_now) | set(billed)):
-        if start_key >= closed_key:
-            continue
-        record = billed.get(start_key)
-        if record is None or record.free:
-            continue
-        usage = usage_now.get(start_key, {})
-        before = record.meters()
-        if _same_usage(before, usage):
-            continue
-        fields = record.plan_fields()
-        period = Period(parse_instant(start_key), parse_instant(fields["period_end"]))
-        _, terms = offers.terms_for_billing(merchant_id, fields["offer_id"], period.start)
-        draft.lines += rate_late_usage(terms, fields.get("price_overrides"), before, usage, period)
-        draft.billed.append(store.billed_usage_record(
-            merchant_id, subscription.subscription_id, start_key, usage, invoice_id, plan=fields, previous=record,
-        ))
-
-    paused = bool(subscription.paused)
-    deferred = list(subscription.deferred_usage_periods or [])
-    if not paused and deferred:
-        for start_key in deferred:
-            start = parse_instant(start_key)
-            period = period_bounds(anchor, interval, period_index_at(anchor, interval, start, tz), tz)
-            _, terms = offers.terms_for_billing(merchant_id, plan.offer_id, period.start)
-            usage = usage_now.get(isoformat(period.start), {})
-            draft.lines += rate_usage(terms, plan.price_overrides, usage, period)
-            draft.billed.append(_billed_record(subscription, billed, period, usage, plan, invoice_id))
-        subscription.deferred_usage_periods = []
-
-    trial = int(subscription.period_index) < 0
-    usage = usage_now.get(closed_key, {})
-    if trial:
-        draft.billed.append(_billed_record(subscription, billed, closed, usage, plan, None, free=True))
-    elif paused:
-        subscription.deferred_usage_periods = [*deferred, closed_key] if closed_key not in deferred else deferred
+    if subscription.paused and rule.opening is not None:
+        start = invoicing.key(parse_instant(subscription.current_period_start))
+        deferred = list(subscription.deferred_usage_periods or [])
+        subscription.deferred_usage_periods = deferred if start in deferred else [*deferred, start]
     else:
-        _, terms = offers.terms_for_billing(merchant_id, plan.offer_id, closed.start)
-        priced = proration.PricedPlan(terms, plan.options, plan.price_overrides)
-        draft.lines += proration.usage_lines(priced, usage, _billed_inside(subscription, closed), closed, closed.end)
-        draft.billed.append(_billed_record(subscription, billed, closed, usage, plan, invoice_id))
-
-    if subscription.cancel_at_period_end:
+        subscription.deferred_usage_periods = []
+    change_type = "trial_ended" if int(subscription.period_index) < 0 else "renewed"
+    if rule.opening is None:
         return "canceled", None
-    next_index = int(subscription.period_index) + 1
-    opening = period_bounds(anchor, interval, next_index, tz)
-    phases = [
-        lifecycle.Phase(p["after_periods"], p["offer_id"],
-                        None if p.get("options") is None else tuple(p["options"]), p.get("price_overrides"))
-        for p in subscription.phases or []
-    ]
-    pending = subscription.pending_change
-    pending_plan = None if pending is None else lifecycle.Plan(
-        pending["offer_id"], tuple(pending.get("options") or []), pending.get("price_overrides") or None
-    )
-    next_plan, _ = lifecycle.next_plan(plan, pending_plan, phases, next_index)
-    version, terms = offers.terms_for_billing(merchant_id, next_plan.offer_id, opening.start)
-    if not paused:
-        draft.lines += rate_fees(terms, next_plan.options, next_plan.price_overrides, opening)
-    draft.ends.append(opening.end)
-    change_type = "trial_ended" if trial else "renewed"
-    return change_type, (opening, next_plan, version, next_index)
+    return change_type, rule.opening
+
+
+def _after_cancel(subscription, billed: dict, draft: _Draft, invoice_id: str) -> None:
+    """A canceled subscription's late usage (invoicing.after_cancel), added to `draft`."""
+    from chalicelib.store import usage as usage_store
+
+    end = parse_instant(subscription.current_period_end)
+    usage = usage_store.usage_before(subscription.merchant_id, subscription.subscription_id, end)
+    rule = invoicing.after_cancel(account_of(subscription), billed_periods(billed), usage,
+                                  terms_lookup(subscription.merchant_id))
+    if not rule.lines:
+        return
+    draft.reasons.append("late_usage")
+    _take(draft, rule, subscription, billed, invoice_id)
+    if rule.billed_inside is not None:
+        subscription.usage_billed = usage_billed_field(parse_instant(subscription.current_period_start),
+                                                       rule.billed_inside)
+
+
+def _take(draft: _Draft, rule: invoicing.Draft, subscription, billed: dict, invoice_id: str) -> None:
+    """The rule's lines and span on the draft, and its billed periods as the records the invoice's transaction writes."""
+    draft.lines += rule.lines
+    draft.starts.append(rule.start)
+    draft.ends.append(rule.end)
+    for start_key, period in rule.billed.items():
+        draft.billed.append(store.billed_usage_record(
+            subscription.merchant_id, subscription.subscription_id, start_key, dict(period.usage),
+            None if period.free else invoice_id, plan=_plan_fields(period), free=period.free,
+            previous=billed.get(start_key),
+        ))
 
 
 def _advance(subscription, opening, boundary: datetime, card_needed: bool) -> None:
@@ -327,7 +299,7 @@ def _advance(subscription, opening, boundary: datetime, card_needed: bool) -> No
         subscription.pending_change = None
         changes.set_state(subscription, state, boundary)
         return
-    period, plan, version, index = opening
+    period, plan, version, index = opening.period, opening.plan, opening.version, opening.index
     subscription.current_period_start = isoformat(period.start)
     subscription.current_period_end = isoformat(period.end)
     subscription.period_index = index
@@ -351,20 +323,79 @@ def _reschedule(subscription) -> None:
     subscription.due_at = isoformat(min(candidates)) if candidates else None
 
 
-def _billed_record(subscription, billed: dict, period: Period, usage: dict, plan, invoice_id: str | None, *,
-                   free: bool = False) -> store.BilledUsageRecord:
-    key = isoformat(period.start)
-    return store.billed_usage_record(
-        subscription.merchant_id, subscription.subscription_id, key, usage, invoice_id,
-        plan={"offer_id": plan.offer_id, "options": list(plan.options),
-              "price_overrides": plan.price_overrides, "period_end": isoformat(period.end)},
-        free=free, previous=billed.get(key),
+def account_of(subscription) -> invoicing.Account:
+    """The subscription as the invoice rule sees it."""
+    period = Period(parse_instant(subscription.current_period_start), parse_instant(subscription.current_period_end))
+    pending = subscription.pending_change
+    return invoicing.Account(
+        anchor=parse_instant(subscription.anchor),
+        interval=Interval(subscription.billing_interval, int(subscription.interval_count)),
+        timezone=subscription.timezone,
+        period=period,
+        period_index=int(subscription.period_index),
+        plan=lifecycle.Plan(subscription.offer_id, tuple(subscription.options or []),
+                            subscription.price_overrides or None),
+        pending_change=None if pending is None else lifecycle.Plan(
+            pending["offer_id"], tuple(pending.get("options") or []), pending.get("price_overrides") or None),
+        phases=tuple(
+            lifecycle.Phase(p["after_periods"], p["offer_id"],
+                            None if p.get("options") is None else tuple(p["options"]), p.get("price_overrides"))
+            for p in subscription.phases or []
+        ),
+        paused=bool(subscription.paused),
+        cancel_at_period_end=bool(subscription.cancel_at_period_end),
+        fees_billed=(subscription.fees_billed_until is not None
+                     and parse_instant(subscription.fees_billed_until) >= period.end),
+        billed_inside=_billed_inside(subscription, period),
+        deferred=tuple(subscription.deferred_usage_periods or []),
     )
 
 
+def billed_periods(billed: dict) -> dict[str, invoicing.BilledPeriod]:
+    """The billed-usage records of a subscription as the invoice rule reads them."""
+    periods = {}
+    for start_key, record in billed.items():
+        fields = record.plan_fields()
+        plan = lifecycle.Plan(fields.get("offer_id", ""), tuple(fields.get("options") or []),
+                              fields.get("price_overrides") or None)
+        period = Period(parse_instant(start_key), parse_instant(fields["period_end"]))
+        periods[start_key] = invoicing.BilledPeriod(period, plan, record.meters(), bool(record.free))
+    return periods
+
+
+def terms_lookup(merchant_id: str, *, billing: bool = True) -> invoicing.TermsAt:
+    """The merchant's offers in force at an instant, for the invoice rule
+    (the billing run's per-container cache, or a plain read)."""
+    from chalicelib.services import offers
+
+    read = offers.terms_for_billing if billing else offers.terms_at
+    return lambda offer_id, at: read(merchant_id, offer_id, at)
+
+
+def usage_billed_field(period_start: datetime, inside: proration.BilledUsage) -> dict:
+    """The subscription's `usage_billed`: what invoices issued inside its current period billed of its usage."""
+    return {
+        "period_start": isoformat(period_start),
+        "until": isoformat(inside.until),
+        "meters": {
+            meter: {
+                "total": format_decimal(value.total),
+                "maximum": None if value.maximum is None else format_decimal(value.maximum),
+                "last": None if value.last is None else format_decimal(value.last),
+            }
+            for meter, value in inside.meters.items()
+        },
+    }
+
+
+def _plan_fields(period: invoicing.BilledPeriod) -> dict:
+    return {"offer_id": period.plan.offer_id, "options": list(period.plan.options),
+            "price_overrides": period.plan.price_overrides, "period_end": isoformat(period.period.end)}
+
+
 def _billed_inside(subscription, period: Period) -> proration.BilledUsage | None:
-    """What invoices issued inside the period (an immediate change) already
-    billed of its usage (the subscription's `usage_billed`)."""
+    """What invoices issued inside the period (an immediate change or
+    cancellation) already billed of its usage (the subscription's `usage_billed`)."""
     billed = subscription.usage_billed
     if not billed or billed.get("period_start") != isoformat(period.start):
         return None
@@ -375,18 +406,6 @@ def _billed_inside(subscription, period: Period) -> proration.BilledUsage | None
         for meter, value in billed["meters"].items()
     }
     return proration.BilledUsage(parse_instant(billed["until"]), meters)
-
-
-def _same_usage(before: dict[str, MeterUsage], now: dict[str, MeterUsage]) -> bool:
-    for meter in set(before) | set(now):
-        a, b = before.get(meter), now.get(meter)
-        if a is None or b is None:
-            if (a or b).total or (a or b).maximum is not None:
-                return False
-            continue
-        if a != b:
-            return False
-    return True
 
 
 def _totals(lines, currency: str, merchant, customer, credit: Decimal) -> InvoiceTotals:
@@ -402,6 +421,10 @@ def _invoice_identity(subscription, boundary: datetime | None, items: list[dict]
         return store.invoice_id_for(subscription.merchant_id, subscription.subscription_id, boundary), boundary
     # The earliest queued invoice's due time: what the subscription's
     # next_billing_at was, so a message for it can name this invoice again.
+    if not items:
+        # A canceled subscription's late usage: named by when it was marked due.
+        date = parse_instant(subscription.due_at)
+        return store.invoice_id_for(subscription.merchant_id, subscription.subscription_id, date, "late"), date
     date = min(parse_instant(item["due_at"]) for item in items)
     return store.invoice_id_for(subscription.merchant_id, subscription.subscription_id, date, "queued"), date
 
@@ -411,7 +434,7 @@ def _invoice_record(invoice_id: str, invoice_date: datetime, subscription, custo
     merchant_id = subscription.merchant_id
     currency = subscription.currency
     reason = next((r for r in ("subscription_create", "subscription_cycle", "subscription_cancel",
-                               "subscription_update") if r in draft.reasons), "subscription_update")
+                               "subscription_update", "late_usage") if r in draft.reasons), "subscription_update")
     return store.InvoiceRecord(
         *store.InvoiceRecord.key(merchant_id, invoice_id),
         merchant_id=merchant_id,

@@ -121,15 +121,26 @@ LIVE_STATUSES = ("incomplete", "trialing", "active", "past_due")
 
 
 def upcoming_charges(merchant_id: str, customer_id: str) -> list[dict]:
-    """What the card will pay for: one line per live subscription with its
-    next invoice as it stands, `{"name", "amount", "currency", "billing_at"}`
-    (amount due, a decimal string). A subscription with no next invoice
-    (paused, ending) has no line."""
-    from chalicelib.services import offers, subscriptions
+    """What the card will pay for, `{"name", "amount", "currency",
+    "billing_at"}` (amount due, a decimal string): first each open invoice
+    (charged as soon as the card is saved), then one line per live
+    subscription with its next invoice as it stands. A subscription with no
+    next invoice (paused, ending) has no line of its own."""
+    from chalicelib.services import invoices, offers, subscriptions
 
     charges = []
-    for subscription in subscriptions.customer_subscriptions(merchant_id, customer_id):
-        if subscription["status"] not in LIVE_STATUSES or subscription.get("paused"):
+    live = [s for s in subscriptions.customer_subscriptions(merchant_id, customer_id)
+            if s["status"] in LIVE_STATUSES]
+    for subscription in live:
+        for invoice in invoices.open_invoices_of_subscription(merchant_id, customer_id, subscription["id"]):
+            charges.append({
+                "name": offers.offer_summary(merchant_id, subscription["offer_id"])["name"],
+                "amount": invoice["amount_due"],
+                "currency": invoice["currency"],
+                "billing_at": datetime.fromisoformat(invoice["finalized_at"].replace("Z", "+00:00")),
+            })
+    for subscription in live:
+        if subscription.get("paused"):
             continue
         try:
             upcoming = subscriptions.upcoming_invoice(merchant_id, subscription["id"])

@@ -25,21 +25,23 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 from chalicelib.clock import clock, isoformat
-from chalicelib.domain import catalog, lifecycle, proration
+from chalicelib.domain import catalog, invoicing, lifecycle, proration
 from chalicelib.domain.errors import Conflict, InvalidRequest, NotFound
 from chalicelib.domain.invoices import totals
-from chalicelib.domain.money import ZERO, format_decimal
+from chalicelib.domain.money import ZERO
 from chalicelib.domain.periods import Interval, Period, period_bounds, period_start
-from chalicelib.domain.rating import InvoiceLine, MeterUsage, rate_fees, rate_period, rate_usage
+from chalicelib.domain.rating import InvoiceLine, MeterUsage, rate_fees
 from chalicelib.ids import new_id
-from chalicelib.services import offers
+from chalicelib.services import collecting, invoices, issuing, offers
 from chalicelib.services.subscription_changes import (
     commit, history_entry, public_fields, publish_change, serialize, set_state, state_of,
 )
 from chalicelib.store import customers as customers_store
 from chalicelib.store import merchants as merchants_store
 from chalicelib.store import subscriptions as store
+from chalicelib.store import invoices as invoice_store
 from chalicelib.store import usage as usage_store
+from chalicelib.observability import logger
 
 # How far in the past a subscription may start: a merchant's "today" sent a
 # little late, never a backdated history to invoice.
@@ -132,7 +134,7 @@ def create_subscription(merchant_id: str, fields: dict, actor: str) -> dict:
     entry = history_entry(record, None, "created", actor, now)
     store.create_subscription(record, entry)
     publish_change(record, entry)
-    return serialize(record)
+    return _issue_now(record)
 
 
 def get_subscription(merchant_id: str, subscription_id: str) -> dict:
@@ -175,7 +177,7 @@ def change_subscription(merchant_id: str, subscription_id: str, fields: dict, ac
     the terms by hand); changing only options or overrides keeps them. The
     new offer must be live and bill the same currency and interval."""
     now = clock().now()
-    record = store.get_subscription(merchant_id, subscription_id, consistent=True)
+    record = _caught_up(merchant_id, subscription_id, now)
     before = public_fields(record)
     lifecycle.transition(state_of(record), "change", lifecycle.Context(at=now))
     if not any(name in fields for name in ("offer_id", "options", "price_overrides")):
@@ -215,20 +217,16 @@ def change_subscription(merchant_id: str, subscription_id: str, fields: dict, ac
     if new == current and record.pending_change is None:
         raise InvalidRequest("the subscription already has these terms", param="offer_id")
     if record.status != "trialing" and new != current:
-        old_priced = _priced(merchant_id, current, period.start)
-        new_priced = proration.PricedPlan(new_terms, tuple(options), overrides or None)
+        draft = invoicing.change_now(issuing.account_of(record), _usage(record, period),
+                                     issuing.terms_lookup(merchant_id, billing=False), now, new)
         if now < period.start:
             # Nothing has started: the first invoice is simply the new terms'.
-            _replace_opening(record, new_priced, period, now)
-        else:
-            usage = _usage(record, period)
-            lines = proration.change_now_lines(
-                old_priced, new_priced, usage, _billed_usage(record, period), period, now,
-                fees_billed=_fees_billed(record, period),
-            )
-            if proration.worth_invoicing(lines):
-                _add_pending_item(record, "change", lines, period, due=now, at=now)
-                _mark_usage_billed(record, period, usage, now)
+            record.pending_invoice_items = [i for i in record.pending_invoice_items or []
+                                            if i["reason"] != "opening"]
+            _add_pending_item(record, "opening", list(draft.lines), period, due=period.start, at=now)
+        elif proration.worth_invoicing(list(draft.lines)):
+            _add_pending_item(record, "change", list(draft.lines), period, due=now, at=now)
+            record.usage_billed = issuing.usage_billed_field(period.start, draft.billed_inside)
     if offer_id != record.offer_id:
         record.phases = []
     record.offer_id = offer_id
@@ -236,7 +234,8 @@ def change_subscription(merchant_id: str, subscription_id: str, fields: dict, ac
     record.options = options
     record.price_overrides = overrides or None
     record.pending_change = None
-    return commit(record, before, "changed", actor, now)
+    commit(record, before, "changed", actor, now)
+    return _issue_now(record)
 
 
 def cancel_subscription(
@@ -251,7 +250,9 @@ def cancel_subscription(
     `commitment_active`) unless `force` (the platform operator only: the
     API passes it from /admin routes)."""
     now = clock().now()
-    record = store.get_subscription(merchant_id, subscription_id, consistent=True)
+    record = _caught_up(merchant_id, subscription_id, now)
+    if not at_period_end and record.status == "incomplete":
+        record = _void_unpaid_opening(record)
     before = public_fields(record)
     period = _current_period(record)
     context = lifecycle.Context(
@@ -266,21 +267,19 @@ def cancel_subscription(
         record.cancel_at = isoformat(period.end)
         return commit(record, before, "cancellation_scheduled", actor, now)
     if record.status == "incomplete" or now < period.start:
-        # Never started (not yet, or its first invoice never paid): its
-        # first invoice is dropped, there is nothing to credit.
+        # Never started (not yet, or its first invoice never paid and now
+        # void): its first invoice is dropped, there is nothing to credit.
         record.pending_invoice_items = [i for i in record.pending_invoice_items or [] if i["reason"] != "opening"]
         record.fees_billed_until = None
-    if record.status != "trialing" and now >= period.start:
-        plan = _priced(merchant_id, _plan(record), period.start)
-        usage = _usage(record, period)
-        lines = proration.cancel_now_lines(
-            plan, usage, _billed_usage(record, period), period, now, fees_billed=_fees_billed(record, period)
-        )
-        if proration.worth_invoicing(lines):
-            _add_pending_item(record, "cancel", lines, period, due=now, at=now)
-            _mark_usage_billed(record, period, usage, now)
+    draft = invoicing.cancel_now(issuing.account_of(record), _usage(record, period),
+                                 issuing.terms_lookup(merchant_id, billing=False), now)
+    if proration.worth_invoicing(list(draft.lines)):
+        _add_pending_item(record, "cancel", list(draft.lines), period, due=now, at=now)
+    if draft.billed_inside is not None:
+        record.usage_billed = issuing.usage_billed_field(period.start, draft.billed_inside)
     set_state(record, state, now)
-    return commit(record, before, "canceled", actor, now)
+    commit(record, before, "canceled", actor, now)
+    return _issue_now(record)
 
 
 def reactivate_subscription(merchant_id: str, subscription_id: str, actor: str) -> dict:
@@ -301,7 +300,7 @@ def pause_subscription(merchant_id: str, subscription_id: str, actor: str) -> di
     advance, is not refunded); usage keeps being recorded and goes on the
     first invoice after the resume."""
     now = clock().now()
-    record = store.get_subscription(merchant_id, subscription_id, consistent=True)
+    record = _caught_up(merchant_id, subscription_id, now)
     before = public_fields(record)
     state = lifecycle.transition(state_of(record), "pause", lifecycle.Context(at=now))
     set_state(record, state, now)
@@ -313,7 +312,7 @@ def resume_subscription(merchant_id: str, subscription_id: str, actor: str) -> d
     """Fees again from now: a period that opened while paused is billed for
     its rest (prorated); in the period the pause began nothing is billed."""
     now = clock().now()
-    record = store.get_subscription(merchant_id, subscription_id, consistent=True)
+    record = _caught_up(merchant_id, subscription_id, now)
     before = public_fields(record)
     state = lifecycle.transition(state_of(record), "resume", lifecycle.Context(at=now))
     period = _current_period(record)
@@ -327,7 +326,8 @@ def resume_subscription(merchant_id: str, subscription_id: str, actor: str) -> d
         record.fees_billed_until = isoformat(period.end)
     set_state(record, state, now)
     record.paused_at = None
-    return commit(record, before, "resumed", actor, now)
+    commit(record, before, "resumed", actor, now)
+    return _issue_now(record)
 
 
 def subscription_history(
@@ -364,7 +364,7 @@ def upcoming_invoice(merchant_id: str, subscription_id: str) -> dict:
 
     409 `no_upcoming_invoice`: canceled with nothing pending, or paused
     (nothing is billed until it resumes)."""
-    record = store.get_subscription(merchant_id, subscription_id)
+    record, billed = invoice_store.subscription_for_billing(merchant_id, subscription_id)
     items = record.pending_invoice_items or []
     period = _current_period(record)
     if items:
@@ -382,7 +382,9 @@ def upcoming_invoice(merchant_id: str, subscription_id: str) -> dict:
             code="no_upcoming_invoice",
         )
     else:
-        lines = _boundary_lines(record, period)
+        usage = usage_store.usage_before(merchant_id, subscription_id, period.end)
+        lines = list(invoicing.at_boundary(issuing.account_of(record), issuing.billed_periods(billed), usage,
+                                           issuing.terms_lookup(merchant_id, billing=False)).lines)
         billing_at = period.end
         invoice_period = period
     customer = customers_store.get_customer(merchant_id, record.customer_id)
@@ -436,38 +438,53 @@ def _fees_billed(record, period: Period) -> bool:
     return record.fees_billed_until is not None and _instant(record.fees_billed_until) >= period.end
 
 
-def _usage(record, period: Period) -> dict[str, MeterUsage]:
-    return usage_store.usage_for(record.merchant_id, record.subscription_id, isoformat(period.start))
+def _usage(record, period: Period) -> dict[str, dict[str, MeterUsage]]:
+    """The current period's usage, keyed as the invoice rule reads it."""
+    key = invoicing.key(period.start)
+    return {key: usage_store.usage_for(record.merchant_id, record.subscription_id, key)}
 
 
-def _billed_usage(record, period: Period) -> proration.BilledUsage | None:
-    billed = record.usage_billed
-    if not billed or billed.get("period_start") != isoformat(period.start):
-        return None
-    meters = {
-        meter: MeterUsage(
-            Decimal(value["total"]),
-            None if value.get("maximum") is None else Decimal(value["maximum"]),
-            None if value.get("last") is None else Decimal(value["last"]),
-        )
-        for meter, value in billed["meters"].items()
-    }
-    return proration.BilledUsage(_instant(billed["until"]), meters)
+def _caught_up(merchant_id: str, subscription_id: str, now: datetime) -> store.SubscriptionRecord:
+    """The subscription, read consistently, once every boundary that has
+    passed is invoiced: a change or cancellation a few minutes after a
+    boundary, before the run billed it, applies to the period it falls in."""
+    record = store.get_subscription(merchant_id, subscription_id, consistent=True)
+    if record.status != "canceled" and _instant(record.current_period_end) <= now:
+        issuing.bill_subscription(merchant_id, subscription_id, now=now)
+        record = store.get_subscription(merchant_id, subscription_id, consistent=True)
+    return record
 
 
-def _mark_usage_billed(record, period: Period, usage: dict[str, MeterUsage], at: datetime) -> None:
-    record.usage_billed = {
-        "period_start": isoformat(period.start),
-        "until": isoformat(min(max(at, period.start), period.end)),
-        "meters": {
-            meter: {
-                "total": format_decimal(value.total),
-                "maximum": None if value.maximum is None else format_decimal(value.maximum),
-                "last": None if value.last is None else format_decimal(value.last),
-            }
-            for meter, value in usage.items()
-        },
-    }
+def _void_unpaid_opening(record) -> store.SubscriptionRecord:
+    """A subscription whose first invoice was never paid is canceled with
+    that invoice void: it never started, the customer owes nothing for it.
+    If Stripe took the money meanwhile, the void is refused and the
+    subscription is active: it is then canceled like any other."""
+    for invoice in invoices.open_invoices_of_subscription(record.merchant_id, record.customer_id,
+                                                          record.subscription_id):
+        if invoice["billing_reason"] == "subscription_create" and not Decimal(invoice["amount_paid"]):
+            try:
+                collecting.void_invoice(record.merchant_id, invoice["id"])
+            except Conflict:
+                pass
+    return store.get_subscription(record.merchant_id, record.subscription_id, consistent=True)
+
+
+def _issue_now(record) -> dict:
+    """Issue (and charge) what the subscription queued for now, as Stripe
+    does, without waiting for the run; the answer shows the subscription
+    after it. A failure here loses nothing: the queued invoice stays due
+    and the next run issues it."""
+    due = [item for item in record.pending_invoice_items or [] if _instant(item["due_at"]) <= clock().now()]
+    if not due:
+        return serialize(record)
+    try:
+        issuing.bill_subscription(record.merchant_id, record.subscription_id)
+    except Exception:  # the change is saved; the billing run issues what is still due
+        logger.exception("invoice not issued now; the billing run will", extra={
+            "subscription_id": record.subscription_id})
+        return serialize(record)
+    return serialize(store.get_subscription(record.merchant_id, record.subscription_id, consistent=True))
 
 
 def _add_pending_item(record, reason: str, lines: list[InvoiceLine], period: Period, *, due: datetime,
@@ -488,50 +505,6 @@ def _add_pending_item(record, reason: str, lines: list[InvoiceLine], period: Per
     record.pending_invoice_items = [*(record.pending_invoice_items or []), item]
     if record.due_at is None or _instant(record.due_at) > due:
         record.due_at = isoformat(due)
-
-
-def _replace_opening(record, plan: proration.PricedPlan, period: Period, at: datetime) -> None:
-    """Before the start, a change rewrites the first invoice instead of crediting it."""
-    record.pending_invoice_items = [i for i in record.pending_invoice_items or [] if i["reason"] != "opening"]
-    lines = rate_fees(plan.terms, plan.options, plan.price_overrides, period)
-    _add_pending_item(record, "opening", lines, period, due=period.start, at=at)
-
-
-def _boundary_lines(record, period: Period) -> list[InvoiceLine]:
-    merchant_id = record.merchant_id
-    lines: list[InvoiceLine] = []
-    for start in record.deferred_usage_periods or []:
-        closed = period_bounds(_instant(start), _interval(record), 0, record.timezone)
-        plan = _priced(merchant_id, _plan(record), closed.start)
-        lines += rate_usage(plan.terms, plan.price_overrides, _usage_at(record, closed.start), closed)
-    if record.status != "trialing":
-        plan = _priced(merchant_id, _plan(record), period.start)
-        lines += proration.usage_lines(plan, _usage(record, period), _billed_usage(record, period), period, period.end)
-    if record.cancel_at_period_end:
-        return lines
-    next_index = int(record.period_index) + 1
-    phases = [lifecycle.Phase(p["after_periods"], p["offer_id"], _tuple_or_none(p.get("options")),
-                              p.get("price_overrides")) for p in record.phases or []]
-    pending = record.pending_change
-    pending_plan = None if pending is None else lifecycle.Plan(
-        pending["offer_id"], tuple(pending["options"]), pending.get("price_overrides") or None
-    )
-    plan, _ = lifecycle.next_plan(_plan(record), pending_plan, phases, next_index)
-    opening = period_bounds(_instant(record.anchor), _interval(record), next_index, record.timezone)
-    priced = _priced(merchant_id, plan, opening.start)
-    return lines + rate_period(priced.terms, priced.options, priced.price_overrides, {}, None, opening)
-
-
-def _usage_at(record, start: datetime) -> dict[str, MeterUsage]:
-    return usage_store.usage_for(record.merchant_id, record.subscription_id, isoformat(start))
-
-
-def _interval(record) -> Interval:
-    return Interval(record.billing_interval, int(record.interval_count))
-
-
-def _tuple_or_none(values) -> tuple | None:
-    return None if values is None else tuple(values)
 
 
 def _referenced(load, param: str):

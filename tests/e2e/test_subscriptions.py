@@ -31,8 +31,12 @@ def test_an_unpaid_subscription_is_canceled_immediately(new_merchant):
 
     history = merchant.get(f"{path}/history").json()["data"]
     actor = f"merchant:{merchant.key[:11]}"
-    assert [(h["type"], h["actor"]) for h in history] == [("created", actor), ("canceled", actor)]
-    assert history[1]["before"]["status"] == "incomplete" and history[1]["after"]["status"] == "canceled"
+    # The first invoice was issued with the subscription; its cancellation voided it.
+    assert [(h["type"], h["actor"]) for h in history] == [("created", actor), ("invoiced", "system"),
+                                                          ("canceled", actor)]
+    assert history[2]["before"]["status"] == "incomplete" and history[2]["after"]["status"] == "canceled"
+    [first] = merchant.get("/invoices", params={"subscription_id": subscription["id"]}).json()["data"]
+    assert (first["billing_reason"], first["status"], first["amount_paid"]) == ("subscription_create", "void", "0.00")
     page = merchant.get(f"/customers/{customer_id}").json()
     assert [s["id"] for s in page["subscriptions"]] == [subscription["id"]]
     assert page["subscriptions"][0]["status"] == "canceled"

@@ -201,9 +201,11 @@ def test_a_month_of_clico_is_invoiced_and_paid(merchant, clock, client, publishe
                     price_overrides={"montage": {"unit_amount": "1.05"}}, start_at=iso(NOV_1))
     assert merchant.post("/devices", {"device_id": "neksia-0042", "subscription_id": sub["id"]}).status == 201
 
-    # The first invoice: November's fees in advance (49.00 + 30.00, VAT 15.80).
-    first = bill(merchant, sub["id"])["invoices"]
+    # The first invoice, issued and paid with the subscription: November's
+    # fees in advance (49.00 + 30.00, VAT 15.80). The run has nothing to add.
+    first = invoices_of(merchant, sub["id"])
     assert [(i["number"], i["status"], i["total"]) for i in first] == [("OD2026-000001", "paid", "94.80")]
+    assert bill(merchant, sub["id"])["invoices"] == []
 
     clock.set(datetime(2026, 11, 2, 8, tzinfo=UTC))
     device_reading(client, merchant_id, 1, clock.now(), montages=12000, tracings=200)  # the baseline
@@ -363,20 +365,21 @@ class CrashAfterCharge:
 def test_a_crash_after_stripe_charged_then_a_retry_charges_once(merchant, clock):
     merchant_id = merchant.merchant["id"]
     customer_id = new_customer(merchant)
-    sub = subscribe(merchant, customer_id, simple_offer(merchant), start_at=iso(NOV_1))
+    sub = subscribe(merchant, customer_id, simple_offer(merchant), start_at=iso(NOV_1))  # November paid
+    clock.set(DEC_1)
     collecting.use_gateway(CrashAfterCharge())
     try:
         with pytest.raises(SystemExit):
-            bill(merchant, sub["id"], boundary=iso(NOV_1))
+            bill(merchant, sub["id"], boundary=iso(DEC_1))
     finally:
         collecting.use_gateway(None)
-    [invoice] = invoices_of(merchant, sub["id"])
+    [_, invoice] = invoices_of(merchant, sub["id"])
     assert invoice["status"] == "open" and invoice["payment_attempts"][0]["status"] == "pending"
-    assert [c["status"] for c in charges_of(merchant, customer_id)] == ["succeeded"]
+    assert [c["status"] for c in charges_of(merchant, customer_id)] == ["succeeded", "succeeded"]
 
     # The same message again right away: the charge is still leased to the dead worker.
-    bill(merchant, sub["id"], boundary=iso(NOV_1))
-    assert len(charges_of(merchant, customer_id)) == 1
+    bill(merchant, sub["id"], boundary=iso(DEC_1))
+    assert len(charges_of(merchant, customer_id)) == 2
     assert merchant.get(f"/invoices/{invoice['id']}").json["status"] == "open"
 
     # SQS delivers the message again after its visibility timeout, to a
@@ -384,13 +387,13 @@ def test_a_crash_after_stripe_charged_then_a_retry_charges_once(merchant, clock)
     # found, not made again.
     clock.set(clock.now() + timedelta(minutes=6))
     message = {"type": "bill_subscription", "merchant_id": merchant_id, "subscription_id": sub["id"],
-               "boundary": iso(NOV_1)}
+               "boundary": iso(DEC_1)}
     assert jobs.billing_worker(sqs_event([jobs.message_body(message)])) == {"batchItemFailures": []}
     paid = merchant.get(f"/invoices/{invoice['id']}").json
     assert paid["status"] == "paid" and paid["amount_paid"] == "58.80"
-    [charge] = charges_of(merchant, customer_id)
+    [charge] = [c for c in charges_of(merchant, customer_id) if c["metadata"]["invoice_id"] == invoice["id"]]
     assert paid["payment_attempts"] == [
-        {"at": iso(NOV_1), "status": "succeeded", "payment_intent": charge["id"], "failure_code": None}
+        {"at": iso(DEC_1), "status": "succeeded", "payment_intent": charge["id"], "failure_code": None}
     ]
     # Stripe's webhook for that charge, delivered late and twice, changes nothing.
     assert collecting.reconcile_payment(charge)["status"] == "paid"
@@ -401,7 +404,8 @@ def test_a_crash_after_stripe_charged_then_a_retry_charges_once(merchant, clock)
 
 def test_the_dunning_run_resumes_a_charge_whose_worker_died(merchant, clock):
     customer_id = new_customer(merchant)
-    sub = subscribe(merchant, customer_id, simple_offer(merchant), start_at=iso(NOV_1))
+    sub = subscribe(merchant, customer_id, simple_offer(merchant), start_at=iso(NOV_1))  # November paid
+    clock.set(DEC_1)
     collecting.use_gateway(CrashAfterCharge())
     try:
         with pytest.raises(SystemExit):
@@ -412,7 +416,7 @@ def test_the_dunning_run_resumes_a_charge_whose_worker_died(merchant, clock):
     clock.set(clock.now() + timedelta(minutes=6))
     result = jobs.dunning_scheduler(clock.now(), inline=True)
     assert result["due"] == 1 and result["processed"][0]["status"] == "paid"
-    assert len(charges_of(merchant, customer_id)) == 1
+    assert len(charges_of(merchant, customer_id)) == 2
 
 
 # ---------------------------------------------------------------------------
@@ -522,12 +526,13 @@ def test_one_failing_subscription_does_not_stop_the_local_run(merchant, clock):
     boto3.client("dynamodb").delete_item(
         TableName=os.environ["TABLE_NAME"],
         Key={"pk": {"S": f"{merchant_id}#{doomed_customer}"}, "sk": {"S": "customer"}})
+    clock.set(DEC_1 + timedelta(minutes=1))
     result = jobs.billing_scheduler(clock.now(), inline=True)
     assert result["due"] == 2 and result["failed"] == 1 and result["requeued"] == 1
     failed = [p for p in result["processed"] if "error" in p]
     assert [(p["subscription_id"], p["error"]) for p in failed] == [(doomed["id"], "NotFound")]
-    assert [i["status"] for i in invoices_of(merchant, fine["id"])] == ["paid"]
-    assert invoices_of(merchant, doomed["id"]) == []
+    assert [i["status"] for i in invoices_of(merchant, fine["id"])] == ["paid", "paid"]
+    assert [i["billing_reason"] for i in invoices_of(merchant, doomed["id"])] == ["subscription_create"]
     queued = boto3.client("sqs").receive_message(QueueUrl=os.environ["BILLING_QUEUE_URL"], MaxNumberOfMessages=10)
     assert [json.loads(m["Body"])["subscription_id"] for m in queued["Messages"]] == [doomed["id"]]
 
@@ -589,7 +594,9 @@ def test_a_change_on_day_10_is_prorated_on_an_invoice_now(new_merchant, clock):
     record_usage(merchant, sub["id"], datetime(2026, 11, 5, tzinfo=UTC), montages="10")
     changed = merchant.post(f"/subscriptions/{sub['id']}/change", {"options": ["express"], "effective": "immediately"})
     assert changed.status == 200, changed
-    [issued] = issuing.invoice_now(merchant.merchant["id"], sub["id"])
+    # Issued and charged with the change: nothing is left queued.
+    issued = invoices_of(merchant, sub["id"])[-1]
+    assert issuing.invoice_now(merchant.merchant["id"], sub["id"]) == []
     assert [(l["kind"], l["component"], l["amount"]) for l in issued["lines"]] == [
         ("usage", "montage", "12.00"),
         ("proration", "base", "-32.67"),
@@ -622,7 +629,8 @@ def test_a_subscription_three_months_late_catches_up_one_invoice_per_period_in_o
     clock.set(datetime(2027, 2, 1, 12, tzinfo=UTC))
     assert jobs.billing_scheduler(clock.now(), inline=True)["due"] == 1
     invoices = invoices_of(merchant, sub["id"])
-    assert [i["number"] for i in invoices] == [f"OD2027-00000{n}" for n in range(1, 5)]
+    # The first invoice was issued at the start, in 2026; numbers restart each year.
+    assert [i["number"] for i in invoices] == ["OD2026-000001"] + [f"OD2027-00000{n}" for n in range(1, 4)]
     assert [i["billing_reason"] for i in invoices] == ["subscription_create"] + ["subscription_cycle"] * 3
     usage = [[(l["quantity"], l["period_start"]) for l in i["lines"] if l["kind"] == "usage"] for i in invoices]
     assert usage == [[], [("1", iso(NOV_1))], [("2", iso(DEC_1))], [("3", iso(JAN_1))]]
@@ -689,13 +697,12 @@ def test_paused_periods_bill_no_fees_and_their_usage_after_the_resume(merchant, 
 
 def test_a_tax_exempt_customer_gets_a_reverse_charge_and_credit_is_used_first(merchant, clock):
     customer_id = new_customer(merchant, country="DE", tax_exempt=True)
-    sub = subscribe(merchant, customer_id, simple_offer(merchant), start_at=iso(NOV_1))
     merchant_id = merchant.merchant["id"]
     from chalicelib.store.base import transaction
 
     with transaction() as write:  # a credit the customer earned earlier
         customer_store.credit_balance_update(write, merchant_id, customer_id, "EUR", Decimal(0), Decimal("20.00"))
-    bill(merchant, sub["id"])
+    sub = subscribe(merchant, customer_id, simple_offer(merchant), start_at=iso(NOV_1))
     [invoice] = invoices_of(merchant, sub["id"])
     assert invoice["tax"] == [{"rate": "0", "amount": "0.00"}] and invoice["reverse_charge"] is True
     assert (invoice["subtotal"], invoice["total"], invoice["credit_applied"]) == ("49.00", "49.00", "20.00")

@@ -23,7 +23,7 @@ from chalicelib.services import subscriptions as subscription_service
 from chalicelib.store import customers as customer_store
 from chalicelib.store import invoices as invoice_store
 from tests.integration.test_billing import (  # noqa: F401  (atomic_dynamodb is a fixture)
-    NOV_1, atomic_dynamodb, iso, new_customer, simple_offer, sqs_event, subscribe,
+    DEC_1, NOV_1, atomic_dynamodb, iso, new_customer, simple_offer, sqs_event, subscribe,
 )
 
 # moto in-process copies the table on every transaction, so the time grows
@@ -82,7 +82,9 @@ def test_two_billing_runs_at_once_over_many_subscriptions(merchant, clock, atomi
             customer_store.set_default_card(merchant_id, customer_id, card)
         subs.append(subscription_service.create_subscription(
             merchant_id, {"customer_id": customer_id, "offer_id": offer_id, "start_at": NOV_1}, "test")["id"])
-    clock.set(NOV_1 + timedelta(minutes=5))
+    # Each first invoice was issued (and paid) with its subscription: the
+    # runs race over the December boundary.
+    clock.set(DEC_1 + timedelta(minutes=5))
 
     started = time.perf_counter()
     results = []
@@ -93,17 +95,18 @@ def test_two_billing_runs_at_once_over_many_subscriptions(merchant, clock, atomi
 
     numbers = Counter()
     for sub_id in subs:
-        [invoice] = [i for i in invoice_store.customer_invoices(
+        december, first = invoice_store.customer_invoices(
             merchant_id, subscription_service.get_subscription(merchant_id, sub_id)["customer_id"],
-            limit=100, subscription_id=sub_id)[0]]
-        assert invoice.status == "paid", (sub_id, invoice.status)
-        numbers[invoice.number] += 1
-    assert sorted(numbers) == [f"OD2026-{n:06d}" for n in range(1, SUBSCRIPTIONS + 1)]
+            limit=100, subscription_id=sub_id)[0]
+        assert first.billing_reason == "subscription_create" and december.billing_reason == "subscription_cycle"
+        assert december.status == "paid", (sub_id, december.status)
+        numbers[december.number] += 1
+    assert sorted(numbers) == [f"OD2026-{n:06d}" for n in range(SUBSCRIPTIONS + 1, 2 * SUBSCRIPTIONS + 1)]
     assert set(numbers.values()) == {1}
-    assert invoice_store.last_number(merchant_id, 2026) == SUBSCRIPTIONS
+    assert invoice_store.last_number(merchant_id, 2026) == 2 * SUBSCRIPTIONS
     charged = [p for p in payments._customer_payments(shared.stripe_customer_id) if p.status == "succeeded"]
     per_invoice = Counter(p.invoice_id for p in charged)
-    assert len(per_invoice) == SUBSCRIPTIONS and set(per_invoice.values()) == {1}
+    assert len(per_invoice) == 2 * SUBSCRIPTIONS and set(per_invoice.values()) == {1}
     # Nothing is left due: a third run bills and charges nothing.
     assert jobs.billing_scheduler(clock.now(), inline=True)["due"] == 0
     print(f"two runs over {SUBSCRIPTIONS} subscriptions: {seconds:.1f} s")

@@ -514,8 +514,9 @@ def test_a_throttled_usage_request_is_retried_by_the_client_and_counts_once(merc
 def test_a_billing_batch_redelivered_whole_after_its_worker_died(merchant, clock, aws_faults):
     offer_id = simple_offer(merchant)
     customers = [new_customer(merchant, name=f"Labo {n}") for n in range(4)]
-    subs = [subscribe(merchant, c, offer_id, start_at=iso(NOV_1))["id"] for c in customers]
-    batch = [billing_message(merchant, s, NOV_1) for s in subs]
+    subs = [subscribe(merchant, c, offer_id, start_at=iso(NOV_1))["id"] for c in customers]  # first invoices paid
+    clock.set(DEC_1)
+    batch = [billing_message(merchant, s, DEC_1) for s in subs]
     # The worker dies after the second subscription's invoice was finalized.
     aws_faults.add("TransactWriteItems", "crash_after", skip=1, match=is_finalization)
     with pytest.raises(WorkerDied):
@@ -527,11 +528,11 @@ def test_a_billing_batch_redelivered_whole_after_its_worker_died(merchant, clock
     assert run_worker(*reversed(batch)) == []
     numbers = []
     for sub_id, customer_id in zip(subs, customers):
-        [invoice] = assert_consistent(merchant, sub_id, customer_id, [invoices_of(merchant, sub_id)[0]["number"]],
-                                      counter=False)
-        numbers.append(invoice["number"])
-    assert sorted(numbers) == [f"OD2026-{n:06d}" for n in range(1, 5)]
-    assert invoice_store.last_number(merchant.merchant["id"], 2026) == 4
+        _, december = assert_consistent(merchant, sub_id, customer_id,
+                                        [i["number"] for i in invoices_of(merchant, sub_id)], counter=False)
+        numbers.append(december["number"])
+    assert sorted(numbers) == [f"OD2026-{n:06d}" for n in range(5, 9)]
+    assert invoice_store.last_number(merchant.merchant["id"], 2026) == 8
 
 
 def test_a_usage_batch_redelivered_whole_after_its_worker_died(merchant, client, two_devices, aws_faults):

@@ -554,14 +554,19 @@ def test_the_page_shows_what_the_card_will_pay_for(merchant, customer):
     cus = customer(locale="fr")
     subscription = merchant.post("/subscriptions", {"customer_id": cus["id"], "offer_id": offer.json["id"]})
     assert subscription.status == 201, subscription
+    # The first invoice is open (no card yet): 49.00 + 20 % VAT, due now.
+    [first] = merchant.get(f"/invoices?subscription_id={subscription.json['id']}").json["data"]
+    assert (first["status"], first["amount_due"]) == ("open", "58.80")
     upcoming = merchant.get(f"/subscriptions/{subscription.json['id']}/upcoming-invoice").json
-    assert upcoming["amount_due"] == "58.80"  # 49.00 + 20 % VAT, due now
 
     token = token_of(merchant.post(f"/customers/{cus['id']}/payment-link").json)
     html = open_page(merchant, token).html
     assert "Ce qui sera prélevé" in html
     assert "Clic&amp;O Neksia" in html
-    assert f"{upcoming['amount_due'].replace('.', ',')} EUR" in html and "à régler maintenant" in html
+    assert "58,80 EUR <span class=\"muted\">à régler maintenant" in html
+    # Then the next invoice, on its date.
+    assert upcoming["amount_due"] == "58.80" and html.count("58,80 EUR") == 2
+    assert f"le {int(upcoming['billing_at'][8:10])} " in html
 
 
 def test_the_page_asks_to_come_back_when_stripe_is_down(merchant, customer, failing_stripe):

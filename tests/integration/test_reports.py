@@ -16,12 +16,11 @@ from decimal import Decimal
 import pytest
 
 from chalicelib import jobs
-from chalicelib.services import issuing
 from infra.local.lambda_events import LocalContext
 from tests.integration.domain_events import published  # noqa: F401  (fixture)
 from tests.integration.table_stream import billing_table_stream
 from tests.integration.test_billing import (
-    CARD_DECLINED_ON_CHARGE, device_reading, iso, new_customer, record_usage, simple_offer, subscribe,
+    CARD_DECLINED_ON_CHARGE, device_reading, invoices_of, iso, new_customer, record_usage, simple_offer, subscribe,
 )
 
 UTC = timezone.utc
@@ -95,8 +94,7 @@ def known_months(merchant, clock, client, feed):
     subs = {}
     for name in ("S1", "S2", "S3"):
         customer = new_customer(api, name=f"Client {name}")
-        subs[name] = subscribe(api, customer, basic, start_at=iso(OCT_1))["id"]
-        issuing.bill_subscription(merchant_id, subs[name])
+        subs[name] = subscribe(api, customer, basic, start_at=iso(OCT_1))["id"]  # first invoice issued, paid
     at(clock, 2026, 10, 15)
     record_usage(api, subs["S1"], clock.now(), montages="20")
     deliver(feed)
@@ -105,7 +103,7 @@ def known_months(merchant, clock, client, feed):
     assert jobs.billing_scheduler(clock.now(), inline=True)["due"] == 3
     late_payer = new_customer(api, name="Client S4", card=CARD_DECLINED_ON_CHARGE)
     subs["S4"] = subscribe(api, late_payer, basic, start_at=iso(NOV_1))["id"]
-    [s4_first] = issuing.bill_subscription(merchant_id, subs["S4"])["invoices"]
+    [s4_first] = invoices_of(api, subs["S4"])  # issued with the subscription, its charge declined
     assert s4_first["status"] == "open"
     assert api.post("/devices", {"device_id": "neksia-0042", "subscription_id": subs["S1"]}).status == 201
     at(clock, 2026, 11, 2)
@@ -120,13 +118,13 @@ def known_months(merchant, clock, client, feed):
     clock.set(datetime(2026, 11, 16, 23, tzinfo=UTC))
     changed = api.post(f"/subscriptions/{subs['S2']}/change", {"offer_id": premium, "effective": "immediately"})
     assert changed.status == 200, changed
-    [upgrade] = issuing.invoice_now(merchant_id, subs["S2"])
+    upgrade = invoices_of(api, subs["S2"])[-1]  # issued and charged with the change
     assert (upgrade["subtotal"], upgrade["total"], upgrade["status"]) == ("29.33", "35.20", "paid")
 
     clock.set(datetime(2026, 11, 20, 23, tzinfo=UTC))
     canceled = api.post(f"/subscriptions/{subs['S3']}/cancel", {"at_period_end": False})
     assert canceled.status == 200, canceled
-    [cancel] = issuing.invoice_now(merchant_id, subs["S3"])
+    cancel = invoices_of(api, subs["S3"])[-1]  # issued with the cancellation
     assert (cancel["subtotal"], cancel["total"], cancel["amount_due"], cancel["status"]) == (
         "-12.73", "-15.28", "0.00", "paid")
 

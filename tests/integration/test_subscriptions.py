@@ -15,12 +15,12 @@ from chalicelib.store import customers as customer_store
 from chalicelib.store import subscriptions as store
 from chalicelib.store.base import transaction
 from tests.integration.domain_events import published  # noqa: F401  (fixture)
+from tests.integration.test_billing import save_card
 
 # 09:00 UTC is 10:00 in Paris (the merchant's zone) all November: the first
 # monthly period is 2026-11-01 09:00Z to 2026-12-01 09:00Z, 30 days.
 NOW = datetime(2026, 11, 1, 9, 0, tzinfo=timezone.utc)
 PERIOD_END = "2026-12-01T09:00:00Z"
-VISA = {"brand": "visa", "last4": "4242", "exp_month": 3, "exp_year": 2029, "payment_method_id": "pm_visa"}
 
 
 @pytest.fixture
@@ -48,7 +48,7 @@ def new_customer(api, *, card=True, **fields) -> str:
     response = api.post("/customers", body)
     assert response.status == 201, response
     if card:
-        customer_store.set_default_card(api.merchant["id"], response.json["id"], VISA)
+        save_card(api, response.json["id"])
     return response.json["id"]
 
 
@@ -91,13 +91,19 @@ def test_an_active_subscription_and_its_first_invoice(merchant, active):
     assert active["current_period_start"] == "2026-11-01T09:00:00Z"
     assert active["current_period_end"] == PERIOD_END
     assert active["offer_version"] == 1 and active["options"] == ["express"] and active["price_overrides"] is None
-    assert active["commitment_ends_at"] is None and active["next_billing_at"] == "2026-11-01T09:00:00Z"
+    assert active["commitment_ends_at"] is None and active["next_billing_at"] == PERIOD_END
+    # The first invoice was issued and charged with the subscription.
+    [first] = merchant.get(f"/invoices?subscription_id={active['id']}").json["data"]
+    assert first["status"] == "paid" and first["billing_reason"] == "subscription_create"
+    assert [(l["kind"], l["component"], l["amount"]) for l in first["lines"]] == [
+        ("fee", "base", "49.00"), ("option", "express", "30.00")]
+    assert first["subtotal"] == "79.00" and first["tax"] == [{"rate": "20.0", "amount": "15.80"}]
+    assert first["total"] == "94.80" and first["amount_paid"] == "94.80" and first["amount_due"] == "0.00"
+    # The next one, at the period's end: November's usage (none), December's fees.
     upcoming = merchant.get(f"/subscriptions/{active['id']}/upcoming-invoice").json
     assert [(l["kind"], l["component"], l["amount"]) for l in upcoming["lines"]] == [
-        ("fee", "base", "49.00"), ("option", "express", "30.00")]
-    assert upcoming["subtotal"] == "79.00" and upcoming["tax"] == [{"rate": "20.0", "amount": "15.80"}]
-    assert upcoming["total"] == "94.80" and upcoming["amount_due"] == "94.80"
-    assert upcoming["billing_at"] == "2026-11-01T09:00:00Z"
+        ("usage", "montage", "0.00"), ("fee", "base", "49.00"), ("option", "express", "30.00")]
+    assert upcoming["total"] == "94.80" and upcoming["billing_at"] == PERIOD_END
 
 
 def test_fees_due_at_start_without_a_card_make_it_incomplete(merchant, clock):
@@ -219,9 +225,10 @@ def test_cancel_at_period_end_then_reactivate(merchant, published, active):
     refused(merchant.post(f"{path}/reactivate"), 409, "invalid_state", says="nothing to reactivate")
     events = [event for event in published.all() if event["detail-type"].startswith("subscription.")]
     assert [event["detail-type"] for event in events] == [
-        "subscription.created", "subscription.cancellation_scheduled", "subscription.reactivated"]
+        "subscription.created", "subscription.invoiced", "subscription.cancellation_scheduled",
+        "subscription.reactivated"]
     assert [event["detail"]["change"]["type"] for event in events] == [
-        "created", "cancellation_scheduled", "reactivated"]
+        "created", "invoiced", "cancellation_scheduled", "reactivated"]
     assert all(event["source"] == "billing" for event in events)
 
 
@@ -233,15 +240,18 @@ def test_cancel_now_ends_everything(merchant, active, clock):
     for action, body in [("change", {"options": [], "effective": "period_end"}), ("cancel", {}),
                          ("cancel", {"at_period_end": False}), ("reactivate", {}), ("pause", {}), ("resume", {})]:
         refused(merchant.post(f"{path}/{action}", body), 409, "invalid_state", says="canceled")
-    # Its last invoice (the first period's fees, not yet issued, and the credit
-    # of the unused 20 of 30 days) is still to be issued.
-    upcoming = merchant.get(f"{path}/upcoming-invoice").json
-    assert [(l["kind"], l["component"], l["amount"]) for l in upcoming["lines"]] == [
-        ("fee", "base", "49.00"), ("option", "express", "30.00"),
-        ("usage", "montage", "0.00"),
-        ("proration", "base", "-32.67"), ("proration", "express", "-20.00")]
-    # 79.00 - 52.67 = 26.33; tax 20 % = 5.266 -> 5.27
-    assert (upcoming["subtotal"], upcoming["tax"][0]["amount"], upcoming["total"]) == ("26.33", "5.27", "31.60")
+    # Its last invoice is issued with the cancellation: the credit of the
+    # unused 20 of 30 days of the fees paid in advance, to the customer's balance.
+    last, first = merchant.get(f"/invoices?subscription_id={active['id']}").json["data"]
+    assert first["billing_reason"] == "subscription_create" and first["amount_paid"] == "94.80"
+    assert last["billing_reason"] == "subscription_cancel" and last["status"] == "paid"
+    assert [(l["kind"], l["component"], l["amount"]) for l in last["lines"]] == [
+        ("usage", "montage", "0.00"), ("proration", "base", "-32.67"), ("proration", "express", "-20.00")]
+    # -52.67; tax 20 % = -10.534 -> -10.53
+    assert (last["subtotal"], last["tax"][0]["amount"], last["total"], last["amount_due"]) == (
+        "-52.67", "-10.53", "-63.20", "0.00")
+    assert merchant.get(f"/customers/{active['customer_id']}").json["credit_balances"] == {"EUR": "63.20"}
+    refused(merchant.get(f"{path}/upcoming-invoice"), 409, "no_upcoming_invoice")
 
 
 def test_cancel_now_of_an_incomplete_subscription_drops_its_first_invoice(merchant, clock):
@@ -264,13 +274,16 @@ def test_pause_and_resume(merchant, active, clock):
     refused(merchant.post(f"{path}/pause"), 409, "invalid_state", says="already paused")
     refused(merchant.post(f"{path}/change", {"options": [], "effective": "immediately"}), 409, "invalid_state",
             says="paused")
-    # Paused: the next run bills the first invoice still pending, nothing after it.
-    assert merchant.get(f"{path}/upcoming-invoice").json["subtotal"] == "79.00"
+    # Paused: the first invoice was issued at the start; nothing is billed until the resume.
+    refused(merchant.get(f"{path}/upcoming-invoice"), 409, "no_upcoming_invoice", says="paused")
     resumed = merchant.post(f"{path}/resume").json
     assert resumed["paused"] is False and resumed["paused_at"] is None
     refused(merchant.post(f"{path}/resume"), 409, "invalid_state", says="not paused")
-    # Resumed inside the period the pause began in: nothing more to bill.
-    assert merchant.get(f"{path}/upcoming-invoice").json["subtotal"] == "79.00"
+    # Resumed inside the period the pause began in: nothing more to bill now,
+    # the next invoice is the period end's (December's fees).
+    upcoming = merchant.get(f"{path}/upcoming-invoice").json
+    assert upcoming["billing_at"] == PERIOD_END and upcoming["subtotal"] == "79.00"
+    assert len(merchant.get(f"/invoices?subscription_id={active['id']}").json["data"]) == 1
 
 
 def test_a_paused_subscription_has_no_upcoming_boundary_invoice(merchant, clock):
@@ -293,9 +306,11 @@ def test_resume_into_a_period_that_opened_while_paused_bills_its_rest(merchant, 
     store.save_subscription(record, service.history_entry(record, before, "period_closed", "system", NOW))
     clock.set(datetime(2026, 12, 11, 9, 0, tzinfo=timezone.utc))  # 10 of 31 days used
     merchant.post(f"{path}/resume")
-    upcoming = merchant.get(f"{path}/upcoming-invoice").json
-    # 21/31 of each fee: 49 x 21/31 = 33.193.. -> 33.19; 30 x 21/31 = 20.322.. -> 20.32
-    assert [(l["component"], l["amount"]) for l in upcoming["lines"]] == [("base", "33.19"), ("express", "20.32")]
+    # Issued with the resume: 21/31 of each fee,
+    # 49 x 21/31 = 33.193.. -> 33.19; 30 x 21/31 = 20.322.. -> 20.32
+    resumed = merchant.get(f"/invoices?subscription_id={active['id']}").json["data"][0]
+    assert [(l["component"], l["amount"]) for l in resumed["lines"]] == [("base", "33.19"), ("express", "20.32")]
+    assert resumed["status"] == "paid" and resumed["lines"][0]["period_start"] == "2026-12-11T09:00:00Z"
 
 
 def test_commitment_blocks_the_merchant_and_yields_to_the_operator(merchant, operator, clock, client):
@@ -332,7 +347,7 @@ def test_payment_outcomes_move_the_status(merchant, active):
     assert canceled["status"] == "canceled" and canceled["cancellation_reason"] == "payment_failed"
     history = merchant.get(f"{path}/history").json["data"]
     assert [(h["type"], h["actor"]) for h in history] == [
-        ("created", actor_of(merchant)), ("past_due", "system"), ("activated", "system"),
+        ("created", actor_of(merchant)), ("invoiced", "system"), ("past_due", "system"), ("activated", "system"),
         ("past_due", "system"), ("canceled", "system")]
 
 
@@ -348,20 +363,24 @@ def test_change_immediately_on_day_10_of_30(merchant, active, clock):
     assert changed.status == 200, changed
     assert changed.json["offer_id"] == plus and changed.json["options"] == []
     assert changed.json["current_period_start"] == active["current_period_start"]  # the anchor does not move
-    assert changed.json["next_billing_at"] == "2026-11-01T09:00:00Z"
-    upcoming = merchant.get(f"{path}/upcoming-invoice").json
-    assert [(l["kind"], l["component"], l["amount"], l["period_start"]) for l in upcoming["lines"]] == [
-        ("fee", "base", "49.00", "2026-11-01T09:00:00Z"),         # the first invoice, still to issue
-        ("option", "express", "30.00", "2026-11-01T09:00:00Z"),
+    assert changed.json["next_billing_at"] == PERIOD_END
+    # The change is invoiced (and charged) with it; the first invoice was issued at the start.
+    change, first = merchant.get(f"/invoices?subscription_id={active['id']}").json["data"]
+    assert first["billing_reason"] == "subscription_create" and first["total"] == "94.80"
+    assert change["billing_reason"] == "subscription_update" and change["status"] == "paid"
+    assert [(l["kind"], l["component"], l["amount"], l["period_start"]) for l in change["lines"]] == [
         ("usage", "montage", "0.00", "2026-11-01T09:00:00Z"),     # usage so far, old terms
         ("proration", "base", "-32.67", "2026-11-10T12:00:00Z"),  # 49 x 20/30 = 32.666..
         ("proration", "express", "-20.00", "2026-11-10T12:00:00Z"),  # 30 x 20/30
         ("fee", "base", "66.00", "2026-11-10T12:00:00Z"),         # 99 x 20/30
     ]
-    # 79.00 - 52.67 + 66.00 = 92.33; tax 18.466 -> 18.47
-    assert upcoming["subtotal"] == "92.33"
-    assert upcoming["tax"] == [{"rate": "20.0", "amount": "18.47"}]
-    assert upcoming["total"] == upcoming["amount_due"] == "110.80"
+    # -52.67 + 66.00 = 13.33; tax 2.666 -> 2.67
+    assert change["subtotal"] == "13.33" and change["tax"] == [{"rate": "20.0", "amount": "2.67"}]
+    assert change["total"] == change["amount_paid"] == "16.00"
+    # At the period end: December under the new offer.
+    upcoming = merchant.get(f"{path}/upcoming-invoice").json
+    assert [(l["component"], l["amount"], l["period_start"]) for l in upcoming["lines"]] == [
+        ("base", "99.00", PERIOD_END)]
 
 
 def test_change_at_period_end_and_a_phase_switch_in_the_upcoming_invoice(merchant, clock):
@@ -451,11 +470,14 @@ def test_history_reconstructs_the_state(merchant, active, clock):
         cursor = page["next_cursor"]
         if not cursor:
             break
-    assert [h["type"] for h in history] == [
-        "created", "change_scheduled", "changed", "paused", "cancellation_scheduled", "resumed", "reactivated",
-        "canceled"]
-    assert [h["version"] for h in history] == list(range(1, 9))
-    assert all(h["actor"] == actor_of(merchant) for h in history)
+    # The invoices issued along the way (the first one, the change's, the
+    # cancellation's) are entries of the system's.
+    assert [(h["type"], h["actor"] == "system") for h in history] == [
+        ("created", False), ("invoiced", True), ("change_scheduled", False), ("changed", False),
+        ("invoiced", True), ("paused", False), ("cancellation_scheduled", False), ("resumed", False),
+        ("reactivated", False), ("canceled", False), ("invoiced", True)]
+    assert [h["version"] for h in history] == list(range(1, 12))
+    assert all(h["actor"] in (actor_of(merchant), "system") for h in history)
     assert history[0]["before"] is None
     assert [h["at"] for h in history] == sorted(h["at"] for h in history)
     state: dict = {}
@@ -612,8 +634,8 @@ def test_eight_changes_at_once_one_wins_per_version(merchant, active, atomic_dyn
     monkeypatch.setattr(store, "get_subscription", real_get)
     assert len(winners) == 1 and sorted(winners + conflicts) == list(range(8))
     history = merchant.get(f"/subscriptions/{active['id']}/history").json["data"]
-    assert [h["version"] for h in history] == [1, 2]
-    assert history[1]["actor"] == f"merchant:thread-{winners[0]}"
+    assert [(h["version"], h["type"]) for h in history] == [(1, "created"), (2, "invoiced"), (3, "change_scheduled")]
+    assert history[2]["actor"] == f"merchant:thread-{winners[0]}"
     final = merchant.get(f"/subscriptions/{active['id']}").json
     assert final["pending_change"]["price_overrides"] == {"base": {"amount": f"{40 + winners[0]}.00"}}
 
@@ -624,18 +646,22 @@ def test_eight_changes_retried_until_each_lands_once(merchant, active, atomic_dy
     bodies = [{"price_overrides": {"base": {"amount": f"{40 + i}.00"}}, "effective": "immediately"} for i in range(8)]
     winners, conflicts = change_in_threads(merchant_id, active["id"], bodies, retry=True)
     assert sorted(winners) == list(range(8))
-    history = merchant.get(f"/subscriptions/{active['id']}/history?limit=100").json["data"]
-    assert [h["version"] for h in history] == list(range(1, 10))
-    assert sorted(h["actor"] for h in history[1:]) == sorted(f"merchant:thread-{i}" for i in range(8))
+    everything = merchant.get(f"/subscriptions/{active['id']}/history?limit=100").json["data"]
+    assert [h["version"] for h in everything] == list(range(1, len(everything) + 1))
+    history = [h for h in everything if h["type"] == "changed"]
+    assert sorted(h["actor"] for h in history) == sorted(f"merchant:thread-{i}" for i in range(8))
     # Each change's overrides follow the one before it: no lost update.
-    for previous, entry in zip(history[1:], history[2:]):
+    for previous, entry in zip(history, history[1:]):
         assert entry["before"]["price_overrides"] == previous["after"]["price_overrides"]
     final = merchant.get(f"/subscriptions/{active['id']}").json
     assert final["price_overrides"] == history[-1]["after"]["price_overrides"]
-    # One pending invoice per winning change (never two, never none), after the first invoice.
+    # One invoice per winning change (never two, never none), after the first
+    # one: issued with the change, or still queued when another change raced it.
     record = store.get_subscription(merchant_id, active["id"], consistent=True)
-    assert [item["reason"] for item in record.pending_invoice_items] == ["opening"] + ["change"] * 8
-    assert int(record.version) == 9
+    queued = [item["reason"] for item in record.pending_invoice_items or []]
+    reasons = [i["billing_reason"] for i in merchant.get(f"/invoices?subscription_id={active['id']}&limit=100").json["data"]]
+    assert sorted(reasons) == ["subscription_create"] + ["subscription_update"] * (8 - len(queued))
+    assert queued == ["change"] * len(queued)
 
 
 def test_another_merchant_can_neither_see_nor_move_a_subscription(merchant, new_merchant, active):
@@ -647,4 +673,4 @@ def test_another_merchant_can_neither_see_nor_move_a_subscription(merchant, new_
     refused(other.post("/subscriptions", {"customer_id": active["customer_id"], "offer_id": active["offer_id"]}),
             404, "not_found", param="customer_id")
     assert merchant.get(path).json == active
-    assert len(merchant.get(f"{path}/history").json["data"]) == 1
+    assert [h["type"] for h in merchant.get(f"{path}/history").json["data"]] == ["created", "invoiced"]
