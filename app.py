@@ -13,7 +13,7 @@ from chalicelib.api import health, merchants, middleware, offers
 from chalicelib.api import payment_page, stripe_webhook
 from chalicelib.api import customers, subscriptions
 from chalicelib.api import devices, usage
-from chalicelib.api import invoices
+from chalicelib.api import invoices, credit_notes
 from chalicelib.api import reports
 from chalicelib.api import reference
 from chalicelib import jobs
@@ -32,6 +32,7 @@ app.register_blueprint(subscriptions.blueprint)
 app.register_blueprint(devices.blueprint)
 app.register_blueprint(usage.blueprint)
 app.register_blueprint(invoices.blueprint)
+app.register_blueprint(credit_notes.blueprint)
 app.register_blueprint(reports.blueprint)
 app.register_blueprint(reference.blueprint)
 # Invoice PDFs (GET /invoices/{id}/pdf) leave API Gateway as binary.

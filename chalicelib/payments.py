@@ -183,6 +183,7 @@ class Refund:
     status: str
     amount: int
     payment_intent: str | None
+    metadata: dict = field(default_factory=dict)
 
 
 # -- the client ----------------------------------------------------------------
@@ -517,19 +518,35 @@ def payment_of(intent: dict) -> Payment:
 
 
 def refund(payment_intent_id: str, *, idempotency_key: str, amount: Decimal | None = None,
-           currency: str | None = None) -> Refund:
+           currency: str | None = None, metadata: dict[str, str] | None = None) -> Refund:
     """Refund a PaymentIntent, wholly or `amount` of it (major units of
     `currency`). The caller's idempotency key comes from our own ids, so a
-    retried refund is one refund on Stripe."""
+    retried refund is one refund on Stripe; `metadata` (our ids) lets
+    `find_refunds` find it again where the key is not kept (after 24 h, or
+    on localstripe)."""
     params: dict[str, Any] = {"payment_intent": payment_intent_id}
     if amount is not None:
         if currency is None:
             raise ValueError("a partial refund needs its currency")
         params["amount"] = to_minor(amount, currency)
+    if metadata:
+        params["metadata"] = dict(metadata)
     result = _plain(_call("create refund", _client().v1.refunds.create, params=params,
                           options={"idempotency_key": idempotency_key}))
+    return _refund(result)
+
+
+def find_refunds(payment_intent_id: str) -> list[Refund]:
+    """The refunds of a PaymentIntent, newest first (a PaymentIntent has a
+    handful at most: one page)."""
+    listing = _call("list refunds", _client().v1.refunds.list,
+                    params={"payment_intent": payment_intent_id, "limit": 100})
+    return [_refund(_plain(item)) for item in listing.data]
+
+
+def _refund(result: dict) -> Refund:
     return Refund(id=result["id"], status=result["status"], amount=int(result["amount"]),
-                  payment_intent=_id(result.get("payment_intent")))
+                  payment_intent=_id(result.get("payment_intent")), metadata=dict(result.get("metadata") or {}))
 
 
 # -- webhooks --------------------------------------------------------------------------

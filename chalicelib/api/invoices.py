@@ -1,11 +1,17 @@
-"""/invoices: list, read, the PDF, pay now, void."""
+"""/invoices: list, read, the PDF, pay now, void, record an offline payment."""
 from __future__ import annotations
 
+from typing import Annotated, Literal
+
 from chalice import Blueprint, Response
+from pydantic import BaseModel, StringConstraints
+
+from chalicelib.api.fields import STRICT
+from chalicelib.domain.catalog import Instant, PositiveAmount
 
 from chalicelib.api.http import Call, endpoint, listing
 from chalicelib.domain.errors import InvalidRequest
-from chalicelib.services import collecting, invoices
+from chalicelib.services import invoice_actions, invoices
 
 blueprint = Blueprint(__name__)
 
@@ -47,9 +53,31 @@ def get_invoice_pdf(call: Call, invoice_id: str):
 
 @endpoint(blueprint, "/invoices/{invoice_id}/pay", methods=("POST",), response="Invoice")
 def pay_invoice(call: Call, invoice_id: str):
-    return collecting.pay_invoice(call.merchant_id, invoice_id)
+    return invoice_actions.pay_invoice(call.merchant_id, invoice_id)
 
 
 @endpoint(blueprint, "/invoices/{invoice_id}/void", methods=("POST",), response="Invoice")
 def void_invoice(call: Call, invoice_id: str):
-    return collecting.void_invoice(call.merchant_id, invoice_id)
+    return invoice_actions.void_invoice(call.merchant_id, invoice_id)
+
+
+class OfflinePayment(BaseModel):
+    """A payment received outside Stripe."""
+
+    model_config = STRICT
+
+    method: Literal["cash", "cheque", "bank_transfer"]
+    amount: PositiveAmount
+    reference: Annotated[str, StringConstraints(max_length=200)] | None = None
+    received_at: Instant | None = None
+
+
+@endpoint(blueprint, "/invoices/{invoice_id}/payments", methods=("POST",), status=201, response="Payment")
+def record_payment(call: Call, invoice_id: str):
+    from chalicelib.services import offline_payments
+
+    body = call.body(OfflinePayment)
+    return offline_payments.record_payment(
+        call.merchant_id, invoice_id, method=body.method, amount=body.amount, reference=body.reference,
+        received_at=body.received_at, request_key=(call.request.headers or {}).get("idempotency-key"),
+    )

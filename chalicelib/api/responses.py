@@ -167,6 +167,7 @@ class HistoryEntry(_Answer):
 
 
 class InvoiceLine(_Answer):
+    id: str | None = Field(default=None, description="il_…: names the line in a credit note (issued invoices)")
     kind: str = Field(description="fee, option, usage, minimum, proration, adjustment or credit")
     component: str | None
     description: str
@@ -214,6 +215,12 @@ class CustomerRelationship(Customer):
     latest_invoices: list[dict[str, Any]]
     devices: list[dict[str, Any]]
     open_alerts: list[dict[str, Any]]
+    currency: str = Field(description="the customer's billing currency: its latest subscription's (or invoice's), "
+                                      "else the merchant's default")
+    credit_balance: Money = Field(description="credit in `currency`, used first by the next invoices")
+    payments: list[dict[str, Any]] = Field(description="payments of every method (card, cash, cheque, "
+                                                       "bank_transfer), newest first")
+    credit_notes: list[dict[str, Any]] = Field(description="the latest credit notes, newest first")
 
 
 class PaymentLink(_Answer):
@@ -257,6 +264,25 @@ class PaymentAttempt(_Answer):
     failure_code: str | None
 
 
+class CreditNoteRef(_Answer):
+    id: str
+    number: str
+    total: Money
+    refund: Literal["card", "credit_balance", "none"]
+    created_at: Time
+
+
+class OfflinePaymentEntry(_Answer):
+    id: str = Field(examples=["pay_01jd3k5r8v6m2q9w4x7y0z1a2b"])
+    method: str = Field(description="cash, cheque or bank_transfer (card on the customer page)")
+    amount: Money = Field(description="what was received")
+    applied: Money = Field(description="what of it paid the invoice")
+    to_credit_balance: Money = Field(description="what of it went to the customer's credit balance")
+    reference: str | None
+    received_at: Time
+    created_at: Time
+
+
 class Invoice(_Answer):
     id: str
     object: Literal["invoice"]
@@ -276,6 +302,52 @@ class Invoice(_Answer):
     amount_due: Money
     payment_attempts: list[PaymentAttempt]
     next_payment_attempt: Time | None
+    amount_credited: Money = Field(description="the total of its credit notes")
+    credit_notes: list[CreditNoteRef]
+    payments: list[OfflinePaymentEntry] = Field(description="payments recorded offline (cash, cheque, transfer)")
+    created_at: Time
+
+
+class Payment(OfflinePaymentEntry):
+    """An offline payment, as recorded, with the invoice as it stands after it."""
+
+    object: Literal["payment"]
+    currency: str
+    invoice_id: str
+    customer_id: str
+    invoice: Invoice
+
+
+class CreditNoteLineAnswer(_Answer):
+    invoice_line_id: str | None = Field(description="the invoice line credited; null for a credit note of an amount")
+    description: str
+    amount: Money = Field(description="pre-tax")
+
+
+class CreditNote(_Answer):
+    id: str = Field(examples=["cn_01jd3k5r8v6m2q9w4x7y0z1a2b"])
+    object: Literal["credit_note"]
+    number: str = Field(examples=["ODCN2026-000001"])
+    status: Literal["issued"]
+    type: Literal["pre_payment", "post_payment"] = Field(
+        description="pre_payment: it lowered an open invoice's amount due; post_payment: on a paid invoice")
+    invoice_id: str
+    invoice_number: str | None
+    customer_id: str
+    subscription_id: str | None
+    currency: str
+    reason: Literal["duplicate", "product_unsatisfactory", "order_change", "goodwill"]
+    memo: str | None
+    lines: list[CreditNoteLineAnswer]
+    subtotal: Money
+    tax: list[TaxLine]
+    total: Money
+    reverse_charge: bool
+    refund: Literal["card", "credit_balance", "none"]
+    refund_status: Literal["pending", "succeeded", "failed", "canceled"] | None = Field(
+        description="card refunds only")
+    stripe_refund_id: str | None
+    refund_failure_code: str | None
     created_at: Time
 
 
@@ -365,3 +437,7 @@ class HistoryList(_List):
 
 class InvoiceList(_List):
     data: list[Invoice]
+
+
+class CreditNoteList(_List):
+    data: list[CreditNote]

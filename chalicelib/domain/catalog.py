@@ -79,6 +79,8 @@ def _decimal_field(*, allow_negative: bool = False, positive: bool = False, maxi
 # such (flat, option, flat_amount, minimum_amount) are further limited to the
 # currency's minor unit by validate_terms, which knows the currency.
 Price = _decimal_field(example="12.50")
+# An amount of money received or credited (a payment, a credit note): > 0.
+PositiveAmount = _decimal_field(positive=True, example="49.00")
 # A count of units (up_to, included_units, package_size): decimal because
 # usage is ("7.5" agent hours).
 Quantity = _decimal_field(example="1000")

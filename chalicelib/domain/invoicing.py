@@ -7,17 +7,19 @@ instant), these functions return the lines of the invoice due at an
 instant, and what will then be billed:
 
 - `at_boundary`: the end of the current period: late usage of periods
-  invoiced before, the usage of periods closed while paused (once resumed),
-  the closed period's usage in arrears (none in a trial, deferred while
-  paused), the next period's fees in advance under the plan it runs on (a
-  change scheduled for the period end, then the phases), none when a
-  cancellation is scheduled;
+  invoiced before, the usage of periods closed while paused (once resumed,
+  or at the last boundary), the closed period's usage in arrears (none in a
+  trial, deferred while paused unless the subscription ends there), the
+  next period's fees in advance under the plan it runs on (a change
+  scheduled for the period end, then the phases), none when a cancellation
+  is scheduled;
 - `cancel_now`: the usage of the current period so far and the credit of
   the unused part of its fees (when they were billed);
 - `change_now`: the usage so far under the old terms, the credit of the
   old fees' unused part, the new fees for the rest of the period;
 - `after_cancel`: the last invoice of a canceled subscription: late usage
-  of any period it was billed for, the period it was canceled in included.
+  of any period it was billed for, the period it was canceled in included,
+  and the usage of periods closed while paused that no resume billed.
 
 The billing run, a cancellation, a change and the upcoming invoice all ask
 these; nothing else decides what an invoice holds.
@@ -147,22 +149,27 @@ def at_boundary(account: Account, billed: Mapping[str, BilledPeriod], usage: Usa
     """The invoice at the end of the current period (see the module's docstring)."""
     closed = account.period
     closed_key = key(closed.start)
-    lines, records = late_usage(billed, usage, terms, before=closed.start)
+    # A last boundary bills what a pause deferred: no resume will follow.
+    deferring = account.paused and not account.cancel_at_period_end
+    waiting = set(account.deferred)
+    # A deferred period's record is what a change billed of it before the
+    # pause: its rest waits with it, and is not late usage.
+    lines, records = late_usage({k: r for k, r in billed.items() if k not in waiting}, usage, terms,
+                                before=closed.start)
     starts, ends = [closed.start], [closed.end]
 
-    if not account.paused:
-        for start_key in account.deferred:
-            period = _period_at(account, start_key)
-            _, offer = terms(account.plan.offer_id, period.start)
-            period_usage = usage.get(key(period.start), {})
-            lines += rate_usage(offer, account.plan.price_overrides, period_usage, period)
-            records[key(period.start)] = BilledPeriod(period, account.plan, dict(period_usage))
-            starts.append(period.start)
+    if not deferring:
+        lines += _deferred_usage(account, account.deferred, billed, usage, terms, records)
+        starts += [parse_instant_text(start_key) for start_key in account.deferred]
 
     closed_usage = usage.get(closed_key, {})
     if account.in_trial:
         records[closed_key] = BilledPeriod(closed, account.plan, dict(closed_usage), free=True)
-    elif not account.paused:
+    elif deferring:
+        if account.billed_inside is not None:
+            # A change now billed part of it before the pause: the resume bills the rest only.
+            records[closed_key] = BilledPeriod(closed, account.plan, dict(account.billed_inside.meters))
+    else:
         _, offer = terms(account.plan.offer_id, closed.start)
         priced = PricedPlan(offer, account.plan.options, account.plan.price_overrides)
         lines += proration.usage_lines(priced, closed_usage, account.billed_inside, closed, closed.end)
@@ -217,8 +224,11 @@ def after_cancel(account: Account, billed: Mapping[str, BilledPeriod], usage: Us
                  terms: TermsAt) -> Draft:
     """The last invoice of a canceled subscription: late usage of the
     periods it was invoiced for, the one it was canceled in included
-    (`billed_inside`: what the cancellation's invoice billed of it)."""
+    (`billed_inside`: what the cancellation's invoice billed of it), and
+    the periods closed while paused that no resume billed (`deferred`)."""
     lines, records = late_usage(billed, usage, terms)
+    lines += _deferred_usage(account, [k for k in account.deferred if k not in billed], billed, usage, terms,
+                             records)
     inside = account.billed_inside
     period = account.period
     if inside is not None and key(period.start) not in billed:
@@ -246,6 +256,28 @@ def same_usage(before: Mapping[str, MeterUsage], now: Mapping[str, MeterUsage]) 
         if a != b:
             return False
     return True
+
+
+def _deferred_usage(account: Account, start_keys, billed: Mapping[str, BilledPeriod], usage: UsageByPeriod,
+                    terms: TermsAt, records: dict[str, BilledPeriod]) -> list[InvoiceLine]:
+    """The usage of periods closed while paused, added to `records`: all of
+    it under the current plan, or, for a period a change billed part of
+    before the pause, the rest under the plan it was billed under."""
+    lines: list[InvoiceLine] = []
+    for start_key in start_keys:
+        period = _period_at(account, start_key)
+        now = usage.get(key(period.start), {})
+        record = billed.get(start_key)
+        if record is None:
+            _, offer = terms(account.plan.offer_id, period.start)
+            lines += rate_usage(offer, account.plan.price_overrides, now, period)
+            plan = account.plan
+        else:
+            _, offer = terms(record.plan.offer_id, period.start)
+            lines += rate_late_usage(offer, record.plan.price_overrides, record.usage, now, period)
+            plan = record.plan
+        records[key(period.start)] = BilledPeriod(period, plan, dict(now))
+    return lines
 
 
 def _priced(plan: Plan, period: Period, terms: TermsAt) -> PricedPlan:

@@ -160,16 +160,15 @@ def proration_fraction(start: datetime, end: datetime, at: datetime) -> Decimal:
 
     Counted in UTC (API.md), exactly:
       days      = round((end - start) / 1 day)           (>= 1)
-      elapsed   = ceil((at - start) / 1 day)              a started day is a used day
-      remaining = days - elapsed, clamped to [0, days]
+      remaining = floor((end - at) / 1 day), clamped to [0, days]
       fraction  = remaining / days, as a Decimal (28 significant digits)
 
-    So a change at the very start credits the whole period (fraction 1),
-    one minute later credits every day but the first, and the last partial
-    day is never credited. Days are counted from the start rather than back
-    from the end so that a period shortened by a DST hour still gives exactly
-    1 at its start and 0 at its end. `at` before the start is 1, at or after
-    the end is 0."""
+    Remaining days are counted back from the end, in whole UTC days: a
+    started day is a used day, and in a month that a DST change makes an
+    hour short or long the count changes at the same hour every day (counted
+    from the start, it would be a day off for one hour a day). `at` at or
+    before the start is 1 (nothing used, even in a period an hour short of
+    its days), at or after the end is 0."""
     _require_aware(start, "start")
     _require_aware(end, "end")
     _require_aware(at, "at")
@@ -178,8 +177,7 @@ def proration_fraction(start: datetime, end: datetime, at: datetime) -> Decimal:
         return Decimal(1)
     if at >= end:
         return Decimal(0)
-    elapsed = -((start - at) // _DAY)
-    remaining = min(max(days - elapsed, 0), days)
+    remaining = min(max((end - at) // _DAY, 0), days)
     return Decimal(remaining) / Decimal(days)
 
 

@@ -15,7 +15,7 @@ from chalicelib import payments
 from chalicelib.clock import clock
 from chalicelib.domain.errors import Conflict, InvalidRequest, NotFound
 from chalicelib.observability import logger
-from chalicelib.services import collecting
+from chalicelib.services import invoice_actions
 from chalicelib.store import customers as customer_store
 from chalicelib.store import stripe_events as store
 
@@ -79,7 +79,7 @@ def complete_card_setup(
     notify.publish_event("customer.payment_method_attached",
                          {"customer_id": customer_id, "payment_method": card.summary()}, merchant_id)
     try:
-        collecting.retry_open_invoices(merchant_id, customer_id)
+        invoice_actions.retry_open_invoices(merchant_id, customer_id)
     except Exception:
         if completed_by != "page":
             raise  # the webhook answers 500: Stripe delivers again, and this runs again

@@ -141,27 +141,10 @@ def collect_due_invoice(merchant_id: str, invoice_id: str, *, now: datetime | No
     invoice = store.find_invoice(merchant_id, invoice_id)
     if invoice is None or invoice.status != "open" or invoice.due_at is None or invoice.due_at > due_key(now):
         return invoices.brief(invoice, invoice_id)
-    last = _last_attempt(invoice)
+    last = last_attempt(invoice)
     if last is not None and last["status"] in ("pending", "processing"):
         return invoices.brief(collect(invoice, resume=True, now=now))
-    return invoices.brief(_start_attempt_and_collect(invoice, now))
-
-
-def retry_open_invoices(merchant_id: str, customer_id: str) -> list[dict]:
-    """The customer has a new default card: charge its open invoices now,
-    oldest first (each one a new attempt; an attempt already in flight is
-    left to finish). Returns what happened to each."""
-    now = clock().now()
-    results = []
-    for invoice in store.open_invoices_of_customer(merchant_id, customer_id):
-        if _in_flight(invoice, now):
-            results.append(invoices.brief(invoice, invoice.invoice_id))
-            continue
-        try:
-            results.append(invoices.brief(_start_attempt_and_collect(invoice, now)))
-        except Conflict:
-            results.append(invoices.brief(store.find_invoice(merchant_id, invoice.invoice_id), invoice.invoice_id))
-    return results
+    return invoices.brief(start_attempt_and_collect(invoice, now))
 
 
 def reconcile_payment(payment_intent: dict) -> dict | None:
@@ -191,72 +174,6 @@ def reconcile_payment(payment_intent: dict) -> dict | None:
     raise Conflict("the invoice kept changing while its payment was recorded; Stripe will deliver again")
 
 
-def pay_invoice(merchant_id: str, invoice_id: str) -> dict:
-    """`POST /invoices/{id}/pay`: charge now (a new attempt). 409 when the
-    invoice is not open (or uncollectible), when a charge is in flight, or
-    when the customer has no card; 402 `card_error` when the card is
-    declined (the attempt is recorded on the invoice)."""
-    invoice = store.get_invoice(merchant_id, invoice_id)
-    now = clock().now()
-    if invoice.status not in ("open", "uncollectible"):
-        raise Conflict(f"the invoice is {invoice.status}; only an open invoice can be paid", code="invalid_state")
-    if _in_flight(invoice, now):
-        raise Conflict("a charge of this invoice is in progress; look again in a few minutes", code="invalid_state")
-    customer = customer_of(merchant_id, invoice.customer_id)
-    if invoice.money("amount_due") > 0 and not (customer.card() or {}).get("payment_method_id"):
-        raise Conflict("the customer has no card: send it a payment link (POST /customers/{id}/payment-link)",
-                       code="no_payment_method")
-    result = _start_attempt_and_collect(invoice, now, customer=customer)
-    last = _last_attempt(result)
-    if result.status not in ("paid",) and last is not None and last["status"] == "failed":
-        from chalicelib import payments
-
-        raise payments.Declined(last.get("failure_code") or "card_declined", "the card was declined",
-                                payment_intent_id=last.get("payment_intent"))
-    return invoices.serialize(result)
-
-
-def void_invoice(merchant_id: str, invoice_id: str) -> dict:
-    """`POST /invoices/{id}/void`: only an open invoice with no charge in
-    flight. Its number stays used (an issued number is never given again);
-    credit it used goes back to the customer's balance."""
-    now = clock().now()
-    for _ in range(3):
-        invoice = store.get_invoice(merchant_id, invoice_id)
-        if invoice.status != "open":
-            raise Conflict(f"the invoice is {invoice.status}; only an open invoice can be voided", code="invalid_state")
-        if _in_flight(invoice, now):
-            raise Conflict("a charge of this invoice is in progress; look again in a few minutes",
-                           code="invalid_state")
-        invoice.status = "void"
-        invoice.voided_at = isoformat(now)
-        invoice.next_payment_attempt = None
-        invoice.set_due(None)
-        try:
-            _save_with_credit_back(invoice)
-        except Conflict:
-            continue
-        _publish("invoice.voided", invoice)
-        if invoice.billing_reason != "subscription_create":
-            # A void first invoice does not start the subscription: it stays incomplete.
-            _settle_subscription(invoice)
-        return invoices.serialize(invoice)
-    raise Conflict("the invoice kept changing; read it again", code="version_conflict")
-
-
-def _save_with_credit_back(invoice: store.InvoiceRecord) -> None:
-    """Save a voided invoice; the credit it used goes back to the customer's balance with it."""
-    applied = invoice.money("credit_applied")
-    if not applied:
-        store.save(invoice, expected_status="open")
-        return
-    from chalicelib.store import customers as customer_store
-
-    before = customer_of(invoice.merchant_id, invoice.customer_id).credit_balance(invoice.currency)
-    store.save(invoice, expected_status="open", also=lambda write: customer_store.credit_balance_update(
-        write, invoice.merchant_id, invoice.customer_id, invoice.currency, before, before + applied))
-
-
 def first_attempt(invoice: store.InvoiceRecord, customer, merchant, now: datetime) -> None:
     """How the invoice leaves its finalizing transaction: paid at once when
     nothing is due; with a failed attempt and its retry scheduled when there
@@ -274,37 +191,37 @@ def first_attempt(invoice: store.InvoiceRecord, customer, merchant, now: datetim
 
 
 def invoice_issued(invoice: store.InvoiceRecord, subscription) -> None:
-    _publish("invoice.created", invoice)
-    _publish("invoice.finalized", invoice)
+    publish_invoice_event("invoice.created", invoice)
+    publish_invoice_event("invoice.finalized", invoice)
     if invoice.status == "paid":
-        _publish("invoice.paid", invoice)
+        publish_invoice_event("invoice.paid", invoice)
         if subscription.status in ("incomplete", "past_due"):
-            _settle_subscription(invoice)
+            settle_subscription(invoice)
         return
-    last = _last_attempt(invoice)
+    last = last_attempt(invoice)
     if last is not None and last["status"] == "failed":
         _attach_payment_link(invoice)
-        _publish("invoice.payment_failed", invoice)
+        publish_invoice_event("invoice.payment_failed", invoice)
         _alert_payment_failed(invoice)
         if subscription.status == "active":
             _subscription_outcome(invoice, "payment_failed")
 
 
 def has_pending_attempt(invoice: store.InvoiceRecord) -> bool:
-    last = _last_attempt(invoice)
+    last = last_attempt(invoice)
     return invoice.status == "open" and last is not None and last["status"] == "pending"
 
 
-def _last_attempt(invoice: store.InvoiceRecord | None) -> dict | None:
+def last_attempt(invoice: store.InvoiceRecord | None) -> dict | None:
     if invoice is None:
         return None
     attempts = invoice.attempts()
     return attempts[-1] if attempts else None
 
 
-def _in_flight(invoice: store.InvoiceRecord, now: datetime) -> bool:
+def in_flight(invoice: store.InvoiceRecord, now: datetime) -> bool:
     """An attempt started and not concluded, whose lease has not run out."""
-    last = _last_attempt(invoice)
+    last = last_attempt(invoice)
     if last is None or last["status"] not in ("pending", "processing"):
         return False
     return invoice.due_at is not None and invoice.due_at > due_key(now)
@@ -314,12 +231,12 @@ def _attempt(number: int, now: datetime, status: str) -> dict:
     return {"attempt": number, "at": isoformat(now), "status": status, "payment_intent": None, "failure_code": None}
 
 
-def _start_attempt_and_collect(invoice: store.InvoiceRecord, now: datetime, *, customer=None) -> store.InvoiceRecord:
+def start_attempt_and_collect(invoice: store.InvoiceRecord, now: datetime, *, customer=None) -> store.InvoiceRecord:
     """Record a new attempt (pending, leased) on an open or uncollectible
     invoice, then make it. Conflict when someone else changed the invoice
     meanwhile (they may have started one: never two at once)."""
     attempts = invoice.attempts()
-    if attempts and attempts[-1]["status"] in ("pending", "processing") and _in_flight(invoice, now):
+    if attempts and attempts[-1]["status"] in ("pending", "processing") and in_flight(invoice, now):
         return invoice
     if attempts and attempts[-1]["status"] == "pending":
         # An abandoned attempt: conclude it first (it may have charged).
@@ -348,7 +265,7 @@ def collect(invoice: store.InvoiceRecord, *, resume: bool, now: datetime, custom
     outcome cannot change it."""
     from chalicelib import payments
 
-    last = _last_attempt(invoice)
+    last = last_attempt(invoice)
     if last is None or last["status"] not in ("pending", "processing"):
         return invoice
     number = int(last["attempt"])
@@ -357,12 +274,7 @@ def collect(invoice: store.InvoiceRecord, *, resume: bool, now: datetime, custom
     pay = gateway()
     payment = None
     if resume:
-        if last.get("payment_intent"):
-            payment = pay.retrieve_payment(last["payment_intent"])
-        elif customer.stripe_customer_id:
-            found = [p for p in pay.find_invoice_payments(customer.stripe_customer_id, invoice.invoice_id)
-                     if p.attempt == number]
-            payment = found[-1] if found else None
+        payment = _payment_of_attempt(pay, customer, invoice, last)
         if payment is None and last["status"] == "processing":
             return invoice
     retry = None
@@ -386,6 +298,41 @@ def collect(invoice: store.InvoiceRecord, *, resume: bool, now: datetime, custom
             code = getattr(error, "decline_code", None) or error.code
             intent = error.payment_intent_id or _intent_of_attempt(pay, customer, invoice, number)
             return _conclude(invoice, number, intent, "failed", code, now, subscription_status)
+    return _conclude_as_stripe_says(invoice, number, payment, now, subscription_status)
+
+
+def conclude_from_stripe(invoice: store.InvoiceRecord, now: datetime) -> store.InvoiceRecord:
+    """An attempt started and not concluded (its worker died after Stripe
+    answered, or the bank is still processing it), recorded as Stripe has
+    it: succeeded (the invoice is then paid), failed, or processing. Never
+    charges: an attempt Stripe never received stays pending, for the
+    caller to decide. Pay-now, a new card and void ask this first, so a
+    charge Stripe may still complete is never doubled, nor an invoice
+    voided while Stripe holds its money."""
+    last = last_attempt(invoice)
+    if last is None or last["status"] not in ("pending", "processing"):
+        return invoice
+    customer = customer_of(invoice.merchant_id, invoice.customer_id)
+    payment = _payment_of_attempt(gateway(), customer, invoice, last)
+    if payment is None:
+        return invoice
+    return _conclude_as_stripe_says(invoice, int(last["attempt"]), payment, now)
+
+
+def _payment_of_attempt(pay, customer, invoice: store.InvoiceRecord, attempt: dict):
+    """The PaymentIntent of an attempt: recorded on it, or found at Stripe
+    by the invoice and attempt in its metadata; None when Stripe has none."""
+    if attempt.get("payment_intent"):
+        return pay.retrieve_payment(attempt["payment_intent"])
+    if not customer.stripe_customer_id:
+        return None
+    found = [p for p in pay.find_invoice_payments(customer.stripe_customer_id, invoice.invoice_id)
+             if p.attempt == int(attempt["attempt"])]
+    return found[-1] if found else None
+
+
+def _conclude_as_stripe_says(invoice: store.InvoiceRecord, number: int, payment, now: datetime,
+                             subscription_status: str | None = None) -> store.InvoiceRecord:
     if payment.status == "succeeded":
         return _conclude(invoice, number, payment.id, "succeeded", None, now, subscription_status)
     if payment.status == "processing":
@@ -516,16 +463,16 @@ def _after_outcome(invoice: store.InvoiceRecord, status: str, subscription_statu
     attempt's outcome. The subscription is read only when it may change:
     a paid invoice of an `active` subscription changes nothing."""
     if status == "succeeded":
-        _publish("invoice.paid", invoice)
+        publish_invoice_event("invoice.paid", invoice)
         if subscription_status in (None, "incomplete", "past_due"):
-            _settle_subscription(invoice)
+            settle_subscription(invoice)
     elif status == "failed":
         if invoice.status == "open":
             _attach_payment_link(invoice)
-        _publish("invoice.payment_failed", invoice)
+        publish_invoice_event("invoice.payment_failed", invoice)
         _alert_payment_failed(invoice)
         if invoice.status == "uncollectible":
-            _publish("invoice.marked_uncollectible", invoice)
+            publish_invoice_event("invoice.marked_uncollectible", invoice)
             _subscription_outcome(invoice, "payment_exhausted")
         elif subscription_status in (None, "active"):
             _subscription_outcome(invoice, "payment_failed")
@@ -539,13 +486,10 @@ def _apply_payment(invoice: store.InvoiceRecord, payment, now: datetime) -> stor
     if payment.status == "succeeded":
         if invoice.status == "paid":
             if mine is None or mine.get("payment_intent") not in (None, payment.id):
-                logger.error("a second payment succeeded for a paid invoice; refund it",
-                             extra={"invoice_id": invoice.invoice_id, "payment_intent": payment.id})
+                return refund_stray_payment(invoice, payment, "duplicate", now)
             return invoice
         if invoice.status == "void":
-            logger.error("a payment succeeded for a void invoice; refund it",
-                         extra={"invoice_id": invoice.invoice_id, "payment_intent": payment.id})
-            return invoice
+            return refund_stray_payment(invoice, payment, "invoice_void", now)
         if mine is None:
             attempts.append({**_attempt(number or len(attempts) + 1, now, "pending"), "payment_intent": payment.id})
             invoice.set_attempts(attempts)
@@ -566,6 +510,49 @@ def _apply_payment(invoice: store.InvoiceRecord, payment, now: datetime) -> stor
     return invoice
 
 
+def refund_stray_payment(invoice: store.InvoiceRecord, payment, reason: str, now: datetime) -> store.InvoiceRecord:
+    """Money that reached an invoice which takes none (void, or paid by
+    another PaymentIntent) goes back to the card, once: the refund is
+    recorded on the invoice (pending) before Stripe is asked, so of two
+    webhooks or workers at once only one asks; Stripe's idempotency key
+    (the PaymentIntent's) covers a retry after a crash."""
+    for _ in range(3):
+        strays = invoice.refunded_strays()
+        mine = next((r for r in strays if r["payment_intent"] == payment.id), None)
+        if mine is not None and mine["status"] == "succeeded":
+            return invoice
+        if mine is not None:
+            break  # recorded by a worker that died before Stripe answered: ask again, same key
+        invoice.set_refunded_strays(strays + [{
+            "payment_intent": payment.id, "amount": payment.amount, "reason": reason,
+            "at": isoformat(now), "status": "pending", "refund": None}])
+        try:
+            store.save(invoice)
+        except Conflict:
+            invoice = store.get_invoice(invoice.merchant_id, invoice.invoice_id)
+            continue
+        logger.warning("money for an invoice that takes none; refunding it",
+                       extra={"invoice_id": invoice.invoice_id, "payment_intent": payment.id, "reason": reason})
+        break
+    else:
+        raise Conflict("the invoice kept changing while a stray payment was refunded; Stripe will deliver again")
+    refund = gateway().refund(payment.id, idempotency_key=f"stray-{invoice.invoice_id}-{payment.id}")
+    for _ in range(3):
+        strays = invoice.refunded_strays()
+        for entry in strays:
+            if entry["payment_intent"] == payment.id:
+                entry.update(status="succeeded", refund=refund.id)
+        invoice.set_refunded_strays(strays)
+        try:
+            store.save(invoice)
+        except Conflict:
+            invoice = store.get_invoice(invoice.merchant_id, invoice.invoice_id)
+            continue
+        publish_invoice_event("invoice.payment_refunded", invoice)
+        return invoice
+    raise Conflict("the refund is made but not yet recorded on the invoice; Stripe will deliver again")
+
+
 def resume_boundary_invoice(merchant_id: str, subscription_id: str, boundary: str,
                              now: datetime) -> store.InvoiceRecord | None:
     """A retried message for a boundary already issued: resume its charge
@@ -578,9 +565,9 @@ def resume_boundary_invoice(merchant_id: str, subscription_id: str, boundary: st
         invoice = store.find_invoice(merchant_id, store.invoice_id_for(merchant_id, subscription_id, at, purpose))
         if invoice is not None:
             break
-    if invoice is None or invoice.status != "open" or _in_flight(invoice, now):
+    if invoice is None or invoice.status != "open" or in_flight(invoice, now):
         return None
-    last = _last_attempt(invoice)
+    last = last_attempt(invoice)
     if last is None or last["status"] not in ("pending", "processing"):
         return None
     return collect(invoice, resume=True, now=now)
@@ -606,7 +593,7 @@ def _attach_payment_link(invoice: store.InvoiceRecord) -> None:
         logger.info("payment link not recorded: the invoice moved on", extra={"invoice_id": invoice.invoice_id})
 
 
-def _settle_subscription(invoice: store.InvoiceRecord) -> None:
+def settle_subscription(invoice: store.InvoiceRecord) -> None:
     """The invoice no longer stands unpaid: its subscription is `active`
     again when no other invoice of it is still waiting on a failed charge."""
     if not invoice.subscription_id:
@@ -638,7 +625,7 @@ def _subscription_outcome(invoice: store.InvoiceRecord, action: str) -> None:
                    extra={"subscription_id": invoice.subscription_id, "action": action})
 
 
-def _publish(detail_type: str, invoice: store.InvoiceRecord) -> None:
+def publish_invoice_event(detail_type: str, invoice: store.InvoiceRecord) -> None:
     notify.publish_event(detail_type, {"invoice": invoices.serialize(invoice)}, invoice.merchant_id)
 
 

@@ -6,6 +6,7 @@ import importlib
 from chalicelib import notify
 from chalicelib.clock import clock, isoformat
 from chalicelib.domain.errors import InvalidRequest
+from chalicelib.domain.money import format_amount
 from chalicelib.ids import new_id
 from chalicelib.store import customers as store
 
@@ -20,6 +21,8 @@ PAGE_SECTIONS: tuple[tuple[str, str | None], ...] = (
     ("latest_invoices", "chalicelib.services.invoices:latest_invoices"),
     ("devices", None),
     ("open_alerts", "chalicelib.services.alerts:open_alerts"),
+    ("payments", "chalicelib.services.offline_payments:customer_payments"),
+    ("credit_notes", "chalicelib.services.credit_notes:customer_credit_notes"),
 )
 
 
@@ -37,10 +40,25 @@ def create_customer(merchant_id: str, fields: dict) -> dict:
 
 def get_customer(merchant_id: str, customer_id: str) -> dict:
     """The customer with everything it has: API.md's one-page relationship."""
-    page = serialize(store.get_customer(merchant_id, customer_id))
+    record = store.get_customer(merchant_id, customer_id)
+    page = serialize(record)
     for field, source in PAGE_SECTIONS:
         page[field] = _section(source)(merchant_id, customer_id) if source else []
+    page["currency"] = _billing_currency(merchant_id, page)
+    page["credit_balance"] = format_amount(record.credit_balance(page["currency"]), page["currency"])
     return page
+
+
+def _billing_currency(merchant_id: str, page: dict) -> str:
+    """The currency the customer is billed in: its latest subscription's,
+    else its latest invoice's, else the merchant's default."""
+    for section in ("subscriptions", "latest_invoices"):
+        for item in page.get(section) or []:
+            if item.get("currency"):
+                return item["currency"]
+    from chalicelib.store import merchants as merchant_store
+
+    return merchant_store.get_merchant(merchant_id).default_currency
 
 
 def list_customers(

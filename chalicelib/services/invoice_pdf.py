@@ -53,6 +53,16 @@ LABELS = {
         "void_note": "This invoice has been voided; its number stays used.",
         "page": "Page {page}",
         "country": "Country",
+        "credited": "Credit notes",
+        "credit_note": "Credit note",
+        "credited_invoice": "Credits invoice",
+        "reason": "Reason",
+        "refund": "Refund",
+        "credit_total": "Total credited (incl. VAT)",
+        "reasons": {"duplicate": "Duplicate", "product_unsatisfactory": "Product unsatisfactory",
+                    "order_change": "Order change", "goodwill": "Goodwill"},
+        "refunds": {"card": "To the card", "credit_balance": "To the customer's credit balance",
+                    "none": "None (lowers the amount due, or settled separately)"},
     },
     "fr": {
         "invoice": "Facture",
@@ -84,6 +94,16 @@ LABELS = {
         "void_note": "Cette facture a été annulée ; son numéro reste attribué.",
         "page": "Page {page}",
         "country": "Pays",
+        "credited": "Avoirs",
+        "credit_note": "Avoir",
+        "credited_invoice": "Facture d'origine",
+        "reason": "Motif",
+        "refund": "Remboursement",
+        "credit_total": "Total de l'avoir TTC",
+        "reasons": {"duplicate": "Doublon", "product_unsatisfactory": "Produit non satisfaisant",
+                    "order_change": "Modification de commande", "goodwill": "Geste commercial"},
+        "refunds": {"card": "Sur la carte", "credit_balance": "Au solde créditeur du client",
+                    "none": "Aucun (réduit le reste à payer, ou réglé à part)"},
     },
 }
 
@@ -127,6 +147,83 @@ def format_date(iso: str | None, timezone: str, language: str) -> str:
 def render_invoice_pdf(invoice: dict, seller: dict, buyer: dict, *, language: str, timezone: str) -> bytes:
     """The PDF of `invoice` (the API's invoice object), issued by `seller`
     (`name`, `email`?) to `buyer` (`name`, `email`, `country`, `tax_exempt`)."""
+    labels = LABELS[language]
+
+    def money(value):
+        return format_money(value, invoice["currency"], language)
+
+    def date(value):
+        return format_date(value, timezone, language)
+
+    facts = [
+        (labels["number"], invoice.get("number") or "-"),
+        (labels["date"], date(invoice.get("finalized_at") or invoice.get("created_at"))),
+    ]
+    if invoice.get("period_start") and invoice.get("period_end"):
+        facts.append((labels["period"], f"{date(invoice['period_start'])} - {date(invoice['period_end'])}"))
+    rows = [(labels["subtotal"], money(invoice["subtotal"]))]
+    for tax in invoice["tax"]:
+        rows.append((labels["vat"].format(rate=format_number(tax["rate"], language)), money(tax["amount"])))
+    rows.append((labels["total"], money(invoice["total"])))
+    if Decimal(invoice.get("credit_applied") or "0"):
+        rows.append((labels["credit"], money("-" + invoice["credit_applied"])))
+    if Decimal(invoice.get("amount_credited") or "0"):
+        rows.append((labels["credited"], money("-" + invoice["amount_credited"])))
+    rows.append((labels["paid"], money(invoice["amount_paid"])))
+    rows.append((labels["due"], money(invoice["amount_due"])))
+    mentions = _tax_mentions(invoice, labels)
+    if invoice["status"] == "void":
+        mentions.append(labels["void_note"])
+    mentions.append(labels["terms"])
+    return _render(
+        invoice, seller, buyer, language=language, timezone=timezone,
+        title=labels["invoice"] if invoice.get("number") else labels["draft"],
+        status=labels["status"].get(invoice["status"], invoice["status"]),
+        facts=facts, rows=rows, bold=(labels["total"], labels["due"]), mentions=mentions,
+    )
+
+
+def render_credit_note_pdf(note: dict, seller: dict, buyer: dict, *, language: str, timezone: str) -> bytes:
+    """The PDF of a credit note (the API's credit note object): the same
+    document as an invoice, its lines the pre-tax amounts credited, its
+    totals what is credited, naming the invoice it credits."""
+    labels = LABELS[language]
+
+    def money(value):
+        return format_money(value, note["currency"], language)
+
+    facts = [
+        (labels["number"], note["number"]),
+        (labels["date"], format_date(note["created_at"], timezone, language)),
+        (labels["credited_invoice"], note.get("invoice_number") or note["invoice_id"]),
+        (labels["reason"], labels["reasons"].get(note["reason"], note["reason"])),
+        (labels["refund"], labels["refunds"].get(note["refund"], note["refund"])),
+    ]
+    rows = [(labels["subtotal"], money(note["subtotal"]))]
+    for tax in note["tax"]:
+        rows.append((labels["vat"].format(rate=format_number(tax["rate"], language)), money(tax["amount"])))
+    rows.append((labels["credit_total"], money(note["total"])))
+    mentions = _tax_mentions(note, labels)
+    if note.get("memo"):
+        mentions.insert(0, note["memo"])
+    lines = [{"description": line["description"], "amount": line["amount"]} for line in note["lines"]]
+    return _render(
+        {**note, "lines": lines}, seller, buyer, language=language, timezone=timezone,
+        title=labels["credit_note"], status="", facts=facts, rows=rows, bold=(labels["credit_total"],),
+        mentions=mentions,
+    )
+
+
+def _tax_mentions(document: dict, labels: dict) -> list[str]:
+    if document.get("reverse_charge"):
+        return [labels["reverse_charge"]]
+    if not document["tax"]:
+        return [labels["no_vat"]]
+    return []
+
+
+def _render(document: dict, seller: dict, buyer: dict, *, language: str, timezone: str, title: str,
+            status: str, facts: list, rows: list, bold: tuple, mentions: list[str]) -> bytes:
     with warnings.catch_warnings():
         # The deployment package leaves out Pillow, fpdf2's optional image
         # support (infra/aws/package.py): invoices draw no image.
@@ -134,7 +231,7 @@ def render_invoice_pdf(invoice: dict, seller: dict, buyer: dict, *, language: st
         from fpdf import FPDF
 
     labels = LABELS[language]
-    currency = invoice["currency"]
+    currency = document["currency"]
 
     def money(value):
         return format_money(value, currency, language)
@@ -144,7 +241,7 @@ def render_invoice_pdf(invoice: dict, seller: dict, buyer: dict, *, language: st
 
     pdf = FPDF(format="A4")
     pdf.core_fonts_encoding = "windows-1252"
-    pdf.set_title(f"{labels['invoice']} {invoice.get('number') or invoice['id']}")
+    pdf.set_title(f"{title} {document.get('number') or document['id']}")
     pdf.set_author(seller.get("name") or "")
     pdf.set_creator("billing")
     pdf.set_auto_page_break(auto=True, margin=20)
@@ -152,19 +249,11 @@ def render_invoice_pdf(invoice: dict, seller: dict, buyer: dict, *, language: st
     width = pdf.epw
 
     pdf.set_font("helvetica", "B", 18)
-    title = labels["invoice"] if invoice.get("number") else labels["draft"]
     pdf.cell(width / 2, 10, _text(title))
     pdf.set_font("helvetica", "", 10)
-    pdf.cell(width / 2, 10, _text(labels["status"].get(invoice["status"], invoice["status"])), align="R",
-             new_x="LMARGIN", new_y="NEXT")
+    pdf.cell(width / 2, 10, _text(status), align="R", new_x="LMARGIN", new_y="NEXT")
     pdf.ln(2)
 
-    facts = [
-        (labels["number"], invoice.get("number") or "-"),
-        (labels["date"], date(invoice.get("finalized_at") or invoice.get("created_at"))),
-    ]
-    if invoice.get("period_start") and invoice.get("period_end"):
-        facts.append((labels["period"], f"{date(invoice['period_start'])} - {date(invoice['period_end'])}"))
     for label, value in facts:
         pdf.set_font("helvetica", "B", 10)
         pdf.cell(40, 6, _text(label))
@@ -187,7 +276,7 @@ def render_invoice_pdf(invoice: dict, seller: dict, buyer: dict, *, language: st
         pdf.cell(col, 7, _text(text), border="B", align=align, fill=True)
     pdf.ln()
     pdf.set_font("helvetica", "", 9)
-    for line in invoice["lines"]:
+    for line in document["lines"]:
         description = line["description"]
         if line.get("period_start") and line.get("period_end"):
             description += f" ({date(line['period_start'])} - {date(line['period_end'])})"
@@ -208,31 +297,13 @@ def render_invoice_pdf(invoice: dict, seller: dict, buyer: dict, *, language: st
         pdf.ln(1)
     pdf.ln(3)
 
-    rows = [(labels["subtotal"], money(invoice["subtotal"]))]
-    for tax in invoice["tax"]:
-        rate = format_number(tax["rate"], language)
-        rows.append((labels["vat"].format(rate=rate), money(tax["amount"])))
-    rows.append((labels["total"], money(invoice["total"])))
-    if Decimal(invoice.get("credit_applied") or "0"):
-        rows.append((labels["credit"], money("-" + invoice["credit_applied"])))
-    rows.append((labels["paid"], money(invoice["amount_paid"])))
-    rows.append((labels["due"], money(invoice["amount_due"])))
     for label, value in rows:
-        bold = label in (labels["total"], labels["due"])
-        pdf.set_font("helvetica", "B" if bold else "", 10)
+        pdf.set_font("helvetica", "B" if label in bold else "", 10)
         pdf.cell(width * 0.75, 6, _text(label), align="R")
         pdf.cell(width * 0.25, 6, _text(value), align="R", new_x="LMARGIN", new_y="NEXT")
     pdf.ln(6)
 
     pdf.set_font("helvetica", "", 8)
-    mentions = []
-    if invoice.get("reverse_charge"):
-        mentions.append(labels["reverse_charge"])
-    elif not invoice["tax"]:
-        mentions.append(labels["no_vat"])
-    if invoice["status"] == "void":
-        mentions.append(labels["void_note"])
-    mentions.append(labels["terms"])
     for mention in mentions:
         pdf.multi_cell(0, 4, _text(mention), new_x="LMARGIN", new_y="NEXT")
         pdf.ln(1)

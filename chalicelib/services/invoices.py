@@ -7,6 +7,7 @@ serializes, so both can show an invoice without importing each other.
 from __future__ import annotations
 
 from chalicelib.domain.errors import InvalidRequest, NotFound
+from chalicelib.domain.money import ZERO, format_amount
 from chalicelib.store import invoices as store
 
 
@@ -92,7 +93,7 @@ def serialize(record: store.InvoiceRecord) -> dict:
         "currency": record.currency,
         "period_start": record.period_start,
         "period_end": record.period_end,
-        "lines": record.line_items(),
+        "lines": lines_with_ids(record),
         "subtotal": record.subtotal,
         "tax": record.tax_lines(),
         "credit_applied": record.credit_applied,
@@ -100,6 +101,13 @@ def serialize(record: store.InvoiceRecord) -> dict:
         "amount_paid": record.amount_paid,
         "amount_due": record.amount_due,
         "reverse_charge": bool(record.reverse_charge),
+        "amount_credited": record.amount_credited or format_amount(ZERO, record.currency),
+        "credit_notes": [
+            {"id": e["id"], "number": e["number"], "total": e["total"], "refund": e["refund"],
+             "created_at": e["created_at"]}
+            for e in record.credit_note_entries()
+        ],
+        "payments": [public_payment(e) for e in record.payment_entries()],
         "payment_attempts": [
             {"at": a["at"], "status": a["status"], "payment_intent": a.get("payment_intent"),
              "failure_code": a.get("failure_code")}
@@ -116,6 +124,25 @@ def serialize(record: store.InvoiceRecord) -> dict:
         "voided_at": record.voided_at,
         "marked_uncollectible_at": record.marked_uncollectible_at,
     }
+
+
+def line_id(invoice_id: str, index: int) -> str:
+    """The stable id of an invoice's line: lines are fixed once the invoice
+    is finalized, so its position names it (`il_<invoice id suffix>_<index>`)."""
+    return f"il_{invoice_id.split('_', 1)[-1]}_{index}"
+
+
+def lines_with_ids(record: store.InvoiceRecord) -> list[dict]:
+    """The invoice's lines as stored, each with its `id` first (a line that
+    carries one keeps it)."""
+    return [{"id": line.get("id") or line_id(record.invoice_id, index), **line}
+            for index, line in enumerate(record.line_items())]
+
+
+def public_payment(entry: dict) -> dict:
+    """An offline payment as the invoice and the customer page show it."""
+    return {key: entry.get(key) for key in ("id", "method", "amount", "applied", "to_credit_balance",
+                                             "reference", "received_at", "created_at")}
 
 
 def brief(record: store.InvoiceRecord | None, invoice_id: str | None = None) -> dict:

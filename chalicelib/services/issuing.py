@@ -139,6 +139,30 @@ class _Draft:
     reasons: list[str] = field(default_factory=list)
 
 
+def late_usage_arrived(merchant_id: str, subscription_id: str, now: datetime) -> None:
+    """Usage was recorded for a canceled subscription (for a time before its
+    cancellation): it is marked due, so the billing run issues the last
+    invoice that bills it (`invoicing.after_cancel`). A live subscription
+    needs nothing: its next boundary bills late usage."""
+    from chalicelib.store import subscriptions as subscription_store
+
+    for _ in range(5):
+        subscription = subscription_store.get_subscription(merchant_id, subscription_id, consistent=True)
+        if subscription.status != "canceled" or (
+                subscription.due_at is not None and parse_instant(subscription.due_at) <= now):
+            return
+        before = changes.public_fields(subscription)
+        subscription.due_at = isoformat(now)
+        entry = changes.history_entry(subscription, before, "late_usage", "system", now)
+        try:
+            subscription_store.save_subscription(subscription, entry)
+            return
+        except Conflict:
+            continue
+    raise Conflict("the subscription kept changing while its late usage was queued; retry the request",
+                   code="version_conflict")
+
+
 def _issue_next(subscription, billed: dict, now: datetime) -> _Issued | None:
     """Issue the next invoice the subscription owes by `now`, moving the
     subscription on in the same transaction: its queued invoices due before

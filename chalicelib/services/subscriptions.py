@@ -32,7 +32,7 @@ from chalicelib.domain.money import ZERO
 from chalicelib.domain.periods import Interval, Period, period_bounds, period_start
 from chalicelib.domain.rating import InvoiceLine, MeterUsage, rate_fees
 from chalicelib.ids import new_id
-from chalicelib.services import collecting, invoices, issuing, offers
+from chalicelib.services import invoice_actions, invoices, issuing, offers
 from chalicelib.services.subscription_changes import (
     commit, history_entry, public_fields, publish_change, serialize, set_state, state_of,
 )
@@ -224,8 +224,10 @@ def change_subscription(merchant_id: str, subscription_id: str, fields: dict, ac
             record.pending_invoice_items = [i for i in record.pending_invoice_items or []
                                             if i["reason"] != "opening"]
             _add_pending_item(record, "opening", list(draft.lines), period, due=period.start, at=now)
-        elif proration.worth_invoicing(list(draft.lines)):
-            _add_pending_item(record, "change", list(draft.lines), period, due=now, at=now)
+        else:
+            if proration.worth_invoicing(list(draft.lines)):
+                _add_pending_item(record, "change", list(draft.lines), period, due=now, at=now)
+            # Usage so far belongs to the old terms, invoiced or not (free in its included units).
             record.usage_billed = issuing.usage_billed_field(period.start, draft.billed_inside)
     if offer_id != record.offer_id:
         record.phases = []
@@ -278,6 +280,10 @@ def cancel_subscription(
     if draft.billed_inside is not None:
         record.usage_billed = issuing.usage_billed_field(period.start, draft.billed_inside)
     set_state(record, state, now)
+    if record.deferred_usage_periods:
+        # Usage of periods closed while paused waits for no resume now: the
+        # last invoice (issued below) bills it.
+        record.due_at = isoformat(now)
     commit(record, before, "canceled", actor, now)
     return _issue_now(record)
 
@@ -464,7 +470,7 @@ def _void_unpaid_opening(record) -> store.SubscriptionRecord:
                                                           record.subscription_id):
         if invoice["billing_reason"] == "subscription_create" and not Decimal(invoice["amount_paid"]):
             try:
-                collecting.void_invoice(record.merchant_id, invoice["id"])
+                invoice_actions.void_invoice(record.merchant_id, invoice["id"])
             except Conflict:
                 pass
     return store.get_subscription(record.merchant_id, record.subscription_id, consistent=True)
@@ -475,8 +481,10 @@ def _issue_now(record) -> dict:
     does, without waiting for the run; the answer shows the subscription
     after it. A failure here loses nothing: the queued invoice stays due
     and the next run issues it."""
-    due = [item for item in record.pending_invoice_items or [] if _instant(item["due_at"]) <= clock().now()]
-    if not due:
+    now = clock().now()
+    due = [item for item in record.pending_invoice_items or [] if _instant(item["due_at"]) <= now]
+    final = record.status == "canceled" and record.due_at is not None and _instant(record.due_at) <= now
+    if not due and not final:
         return serialize(record)
     try:
         issuing.bill_subscription(record.merchant_id, record.subscription_id)

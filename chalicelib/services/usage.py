@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
-from chalicelib.clock import clock, isoformat
+from chalicelib.clock import clock, isoformat, parse_instant
 from chalicelib.domain.errors import Conflict, InvalidRequest, NotFound
 from chalicelib.domain.money import format_decimal
 from chalicelib.domain.usage import EventTally, UsageCalendar
@@ -62,12 +62,19 @@ def record_events(merchant_id: str, events: Sequence[EventInput]) -> dict:
             )
         if event.corrects is not None and event.corrects == event.event_id:
             raise InvalidRequest(f"events[{i}].corrects: an event cannot correct itself", param=f"events[{i}].corrects")
-    calendars = _calendars(merchant_id, events)
+    calendars, canceled = _calendars(merchant_id, events)
+    for i, event in enumerate(events):
+        ended = canceled.get(event.subscription_id)
+        if ended is not None and event.corrects is None and event.timestamp >= ended:
+            raise InvalidRequest(
+                f"events[{i}].timestamp: is after subscription {event.subscription_id} was canceled "
+                f"({isoformat(ended)})", param=f"events[{i}].timestamp")
     written: set[str] = set()
     for attempt in range(ATTEMPTS):
         try:
             duplicates = _record(merchant_id, events, calendars, now, written)
             _publish_recorded(merchant_id, [event for event in events if event.event_id in written])
+            _bill_late_usage(merchant_id, events, written, canceled, now)
             return {"accepted": len(written), "duplicates": duplicates}
         except store.StaleUsage:
             time.sleep(random.uniform(0, 0.01 * 2**attempt))
@@ -89,17 +96,31 @@ def _publish_recorded(merchant_id: str, events: list[EventInput]) -> None:
     ]}, merchant_id)
 
 
-def _calendars(merchant_id: str, events: Sequence[EventInput]) -> dict[str, UsageCalendar]:
+def _bill_late_usage(merchant_id: str, events: Sequence[EventInput], written: set[str],
+                     canceled: dict[str, datetime], now: datetime) -> None:
+    """A canceled subscription that got usage owes a last invoice for it."""
+    from chalicelib.services import issuing
+
+    for subscription_id in sorted({e.subscription_id for e in events if e.event_id in written} & set(canceled)):
+        issuing.late_usage_arrived(merchant_id, subscription_id, now)
+
+
+def _calendars(merchant_id: str, events: Sequence[EventInput]) -> tuple[dict[str, UsageCalendar],
+                                                                         dict[str, datetime]]:
+    """Each subscription's calendar, and when the canceled ones were canceled."""
     from chalicelib.services.devices import subscription_calendar
 
     calendars: dict[str, UsageCalendar] = {}
+    canceled: dict[str, datetime] = {}
     for i, event in enumerate(events):
         if event.subscription_id not in calendars:
-            _, attached = subscription_calendar(
+            record, attached = subscription_calendar(
                 merchant_id, event.subscription_id, param=f"events[{i}].subscription_id"
             )
             calendars[event.subscription_id] = attached.calendar
-    return calendars
+            if record.status == "canceled" and record.canceled_at:
+                canceled[event.subscription_id] = parse_instant(record.canceled_at)
+    return calendars, canceled
 
 
 def _record(

@@ -141,6 +141,22 @@ class InvoiceRecord(BillingRecord):
     # status pending (started, outcome unknown), processing, succeeded, failed.
     payment_attempts = UnicodeAttribute(default="[]")
     next_payment_attempt = UnicodeAttribute(null=True)
+    # JSON text: [{"payment_intent", "refund", "amount", "reason", "at"}]:
+    # money that reached the invoice when it could take none (void, or
+    # already paid), given back at Stripe once per PaymentIntent.
+    stray_refunds = UnicodeAttribute(default="[]")
+    # Credit notes (store/credit_notes.py) and offline payments
+    # (services/offline_payments.py), written in the same transaction as the
+    # invoice. `amount_credited`: the total of its credit notes (None: 0).
+    # `credit_notes`: JSON [{"id", "number", "subtotal", "tax", "total",
+    # "refund", "lines": {line id: pre-tax amount}, "request", "created_at"}];
+    # `offline_payments`: JSON [{"id", "method", "amount", "applied",
+    # "to_credit_balance", "reference", "received_at", "request", "created_at"}].
+    # `request`: a digest of the Idempotency-Key that made it, so a request
+    # retried after a crash finds what it already did.
+    amount_credited = UnicodeAttribute(null=True)
+    credit_notes = UnicodeAttribute(default="[]")
+    offline_payments = UnicodeAttribute(default="[]")
     # The first failure: retries are counted from it (dunning_retry_days).
     first_failure_at = UnicodeAttribute(null=True)
     payment_link_url = UnicodeAttribute(null=True)
@@ -178,6 +194,24 @@ class InvoiceRecord(BillingRecord):
 
     def set_attempts(self, attempts: list[dict]) -> None:
         self.payment_attempts = json.dumps(attempts, separators=(",", ":"))
+
+    def refunded_strays(self) -> list[dict]:
+        return json.loads(self.stray_refunds or "[]")
+
+    def set_refunded_strays(self, refunds: list[dict]) -> None:
+        self.stray_refunds = json.dumps(refunds, separators=(",", ":"))
+
+    def credit_note_entries(self) -> list[dict]:
+        return json.loads(self.credit_notes or "[]")
+
+    def set_credit_note_entries(self, entries: list[dict]) -> None:
+        self.credit_notes = json.dumps(entries, separators=(",", ":"))
+
+    def payment_entries(self) -> list[dict]:
+        return json.loads(self.offline_payments or "[]")
+
+    def set_payment_entries(self, entries: list[dict]) -> None:
+        self.offline_payments = json.dumps(entries, separators=(",", ":"))
 
     def party(self, name: str) -> dict:
         text = getattr(self, name)

@@ -27,6 +27,7 @@ def test_a_subscription_and_its_usage_reach_the_reports(new_merchant, stage):
 
     summary = eventually(lambda: merchant.get("/reports/summary", params={"month": month}).json(),
                          lambda s: s["currencies"].get("EUR", {}).get("usage", {}).get("montages") == "4")
+    assert "EUR" in summary["currencies"], (month, summary, stage.logs())
     eur = summary["currencies"]["EUR"]
     assert (eur["new_subscriptions"], eur["active_subscriptions"], eur["usage"]) == (1, 1, {"montages": "4"})
     usage = merchant.get("/reports/usage", params={"meter": "montages", "from": day, "to": day}).json()

@@ -108,6 +108,17 @@ def _invoice(owner: Owner) -> str:
     return response.json["data"][0]["id"]
 
 
+def _credit_note(owner: Owner) -> str:
+    """A credit note of 1.00 on an open invoice (a customer with no card: its first invoice stays open)."""
+    customer = owner.post("/customers", {"name": "Labo Credit", "email": "credit@labo.fr", "country": "FR"})
+    subscription = owner.post("/subscriptions", {"customer_id": customer["id"], "offer_id": owner["offer_id"]})
+    response = owner.api.get(f"/invoices?subscription_id={subscription['id']}")
+    assert response.status == 200 and response.json["data"], response
+    note = owner.post(f"/invoices/{response.json['data'][0]['id']}/credit-notes",
+                      {"amount": "1.00", "reason": "goodwill", "refund": "none"})
+    return note["id"]
+
+
 def _key_prefix(owner: Owner) -> str:
     """A second key (the last one cannot be revoked)."""
     return owner.post("/merchant/api-keys", {})["prefix"]
@@ -119,6 +130,7 @@ MAKERS: dict[str, Callable[[Owner], str]] = {
     "subscription_id": _subscription,
     "device_id": _device,
     "invoice_id": _invoice,
+    "credit_note_id": _credit_note,
     "prefix": _key_prefix,
 }
 
@@ -130,6 +142,7 @@ READ_PATHS = {
     "subscription_id": "/subscriptions/{subscription_id}",
     "device_id": "/devices/{device_id}",
     "invoice_id": "/invoices/{invoice_id}",
+    "credit_note_id": "/credit-notes/{credit_note_id}",
     "prefix": "/merchant",
 }
 
@@ -137,6 +150,8 @@ READ_PATHS = {
 # sweep must reach the object lookup, not stop at a 400).
 VALID_BODIES = {
     "SubscriptionChange": {"effective": "period_end"},
+    "NewCreditNote": {"amount": "1.00", "reason": "goodwill", "refund": "none"},
+    "OfflinePayment": {"method": "cash", "amount": "1.00"},
     "OfferVersion": {"effective_from": "2099-01-01T00:00:00Z", "components": API_EXAMPLE["components"],
                      "options": API_EXAMPLE["options"]},
 }

@@ -222,11 +222,40 @@ def test_proration_fraction_counts_remaining_whole_days():
 
 
 def test_proration_fraction_in_a_dst_shortened_period():
-    # Paris March 2026: 31 days minus one hour in UTC; still 1 at the start, 0 at the end.
+    # Paris March 2026: 31 days minus one hour in UTC (days = 31). Remaining
+    # whole days count back from the end, 31 Mar 22:00Z: from 16 Mar 22:00Z
+    # exactly 15 days remain, an hour later 14 days and 23 hours, i.e. 14.
     start, end = utc(2026, 2, 28, 23), utc(2026, 3, 31, 22)
     assert proration_fraction(start, end, start) == 1
-    assert proration_fraction(start, end, utc(2026, 3, 16, 23)) == Decimal(15) / Decimal(31)
+    assert proration_fraction(start, end, start + timedelta(minutes=1)) == Decimal(30) / Decimal(31)
+    assert proration_fraction(start, end, utc(2026, 3, 16, 22)) == Decimal(15) / Decimal(31)
+    assert proration_fraction(start, end, utc(2026, 3, 16, 22, 30)) == Decimal(14) / Decimal(31)
+    assert proration_fraction(start, end, utc(2026, 3, 16, 23)) == Decimal(14) / Decimal(31)
     assert proration_fraction(start, end, end - timedelta(minutes=1)) == 0
+
+
+def test_proration_fraction_in_a_dst_lengthened_period():
+    # Paris October 2026: 30 Sep 22:00Z to 31 Oct 23:00Z, 31 days and one
+    # hour (days = 31). The count moves at 23:00Z every day, never an hour early.
+    start, end = utc(2026, 9, 30, 22), utc(2026, 10, 31, 23)
+    assert proration_fraction(start, end, start + timedelta(minutes=30)) == 1  # 31 days 30 minutes remain
+    assert proration_fraction(start, end, utc(2026, 10, 16, 22, 30)) == Decimal(15) / Decimal(31)
+    assert proration_fraction(start, end, utc(2026, 10, 16, 23)) == Decimal(15) / Decimal(31)
+    assert proration_fraction(start, end, utc(2026, 10, 16, 23, 1)) == Decimal(14) / Decimal(31)
+    assert proration_fraction(start, end, utc(2026, 10, 30, 23, 30)) == 0
+
+
+@given(ANCHORS, INTERVALS, ZONES, st.floats(0.001, 0.999))
+def test_proration_fraction_is_the_whole_days_left_to_the_end(anchor, interval, tz, where):
+    period = period_bounds(anchor, interval, 0, tz)
+    at = period.start + (period.end - period.start) * where
+    days = period_days(period.start, period.end)
+    fraction = proration_fraction(period.start, period.end, at)
+    remaining = round(fraction * days)
+    assert fraction == Decimal(remaining) / Decimal(days)
+    left = period.end - at
+    if remaining < days:  # else a period an hour longer than its days, in its first hour
+        assert timedelta(days=remaining) <= left < timedelta(days=remaining + 1)
 
 
 @given(ANCHORS, INTERVALS, ZONES, st.floats(-0.5, 1.5))
