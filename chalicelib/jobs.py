@@ -97,37 +97,20 @@ def send_billing_messages(messages: list[dict]) -> int:
     boundary), so a message's content is its identity: the same boundary
     enqueued twice (overlapping runs) is the same message, and the worker
     treats a second delivery as done."""
+    from chalicelib import queues
     from chalicelib.config import settings
 
     if not messages:
         return 0
-    client = _sqs()
-    url = settings().billing_queue_url
-    sent = 0
-    for start in range(0, len(messages), 10):
-        chunk = messages[start : start + 10]
-        entries = [{"Id": str(i), "MessageBody": message_body(m)} for i, m in enumerate(chunk)]
-        for attempt in range(5):
-            answer = client.send_message_batch(QueueUrl=url, Entries=entries)
-            failed = {f["Id"] for f in answer.get("Failed", [])}
-            sent += len(entries) - len(failed)
-            entries = [e for e in entries if e["Id"] in failed]
-            if not entries:
-                break
-        if entries:
-            # Still due: the next run finds them again.
-            logger.warning("billing messages not enqueued", extra={"count": len(entries)})
-    return sent
+    unsent = queues.send(settings().billing_queue_url, [message_body(m) for m in messages])
+    if unsent:
+        # Still due: the next run finds them again.
+        logger.warning("billing messages not enqueued", extra={"count": len(unsent)})
+    return len(messages) - len(unsent)
 
 
 def message_body(message: dict) -> str:
     return json.dumps(message, sort_keys=True, separators=(",", ":"))
-
-
-def _sqs():
-    from chalicelib import aws
-
-    return aws.client("sqs")
 
 
 def handle_billing_message(message: dict) -> dict:
@@ -203,10 +186,12 @@ def park_dead_letters(records: list[dict], dead_letters: list[tuple[str, str, st
     Returns the ids of those that could not be parked."""
     if not dead_letters:
         return set()
+    from chalicelib import queues
+
     by_id = {r["messageId"]: r for r in records}
     parked_at = isoformat(clock().now())
+    by_queue: dict[str, list[tuple[str, queues.Message]]] = {}
     unparked: set[str] = set()
-    entries = []
     for message_id, code, reason in dead_letters:
         record = by_id[message_id]
         body = json.dumps(
@@ -214,53 +199,30 @@ def park_dead_letters(records: list[dict], dead_letters: list[tuple[str, str, st
              "parked_at": parked_at},
             separators=(",", ":"),
         )
-        entries.append(
-            {
-                "Id": str(len(entries)),
-                "MessageBody": body,
-                "MessageAttributes": {"reason_code": {"DataType": "String", "StringValue": code}},
-                "_message_id": message_id,
-                "_source": record.get("eventSourceARN", ""),
-            }
-        )
+        try:
+            url = usage_dead_letter_queue_url(record.get("eventSourceARN", ""))
+        except Exception:
+            logger.exception("the usage dead-letter queue is unknown; the messages come back")
+            unparked.add(message_id)
+            continue
+        by_queue.setdefault(url, []).append((message_id, queues.Message(body, {"reason_code": code})))
     logger.warning(
         "usage messages parked in the dead-letter queue",
-        extra={"count": len(entries), "reasons": sorted({code for _, code, _ in dead_letters})},
+        extra={"count": len(dead_letters), "reasons": sorted({code for _, code, _ in dead_letters})},
     )
-    client = _sqs()
-    for start in range(0, len(entries), 10):
-        chunk = entries[start : start + 10]
-        try:
-            url = usage_dead_letter_queue_url(chunk[0]["_source"])
-            answer = client.send_message_batch(
-                QueueUrl=url, Entries=[{k: v for k, v in e.items() if not k.startswith("_")} for e in chunk]
-            )
-            failed_ids = {f["Id"] for f in answer.get("Failed", [])}
-        except Exception:
-            logger.exception("parking usage messages failed; they come back")
-            failed_ids = {e["Id"] for e in chunk}
-        unparked |= {e["_message_id"] for e in chunk if e["Id"] in failed_ids}
+    for url, parked in by_queue.items():
+        unsent = queues.send(url, [message for _, message in parked])
+        unparked |= {parked[i][0] for i in unsent}
     return unparked
-
-
-_dead_letter_urls: dict[str, str] = {}
 
 
 def usage_dead_letter_queue_url(source_arn: str = "") -> str:
     """The usage dead-letter queue: from the settings, else the target of the
-    source queue's redrive policy (looked up once per container)."""
+    source queue's redrive policy."""
+    from chalicelib import queues
     from chalicelib.config import settings
 
-    configured = settings().usage_dead_letter_queue_url
-    if configured:
-        return configured
-    if source_arn not in _dead_letter_urls:
-        client = _sqs()
-        queue = client.get_queue_url(QueueName=source_arn.rsplit(":", 1)[-1])["QueueUrl"]
-        policy = client.get_queue_attributes(QueueUrl=queue, AttributeNames=["RedrivePolicy"])["Attributes"]
-        target = json.loads(policy["RedrivePolicy"])["deadLetterTargetArn"]
-        _dead_letter_urls[source_arn] = client.get_queue_url(QueueName=target.rsplit(":", 1)[-1])["QueueUrl"]
-    return _dead_letter_urls[source_arn]
+    return settings().usage_dead_letter_queue_url or queues.dead_letter_queue_of(source_arn)
 
 
 # -- alerts ----------------------------------------------------------------------

@@ -24,7 +24,7 @@ from chalicelib.api.fields import STRICT
 from chalicelib.api.http import Call, endpoint
 from chalicelib.domain.errors import BillingError
 from chalicelib.observability import logger
-from chalicelib.services import payment_links
+from chalicelib.services import payment_links, payment_page
 
 blueprint = Blueprint(__name__)
 
@@ -44,7 +44,7 @@ def create_payment_link(call: Call, customer_id: str):
 def show_page(call: Call, token: str):
     language = _accepted_language(call.request)
     try:
-        page = payment_links.payment_page(token)
+        page = payment_page.payment_page(token)
     except BillingError as error:
         logger.info("payment page refused", extra={"code": error.code, "status": error.status})
         return _error_page(error, language)
@@ -54,7 +54,7 @@ def show_page(call: Call, token: str):
 
 @endpoint(blueprint, "/pay/{token}/complete", methods=("POST",), auth="public", response="CardSaved")
 def complete(call: Call, token: str):
-    return payment_links.complete(token, call.body(CardSetupDone).setup_intent)
+    return payment_page.complete(token, call.body(CardSetupDone).setup_intent)
 
 
 # -- rendering -------------------------------------------------------------------------
@@ -119,7 +119,7 @@ TEXTS = {
 }
 
 
-def _page_context(page: payment_links.PaymentPage) -> dict:
+def _page_context(page: payment_page.PaymentPage) -> dict:
     texts = TEXTS[page.language]
     card = page.current_card
     return {
@@ -147,7 +147,7 @@ def _page_context(page: payment_links.PaymentPage) -> dict:
     }
 
 
-def _charge_line(charge: dict, page: payment_links.PaymentPage) -> dict:
+def _charge_line(charge: dict, page: payment_page.PaymentPage) -> dict:
     texts = TEXTS[page.language]
     amount = charge["amount"].replace(".", ",") if page.language == "fr" else charge["amount"]
     if charge["billing_at"] <= page.now:
@@ -173,7 +173,7 @@ def _error_page(error: BillingError, language: str) -> Response:
 
 def _accepted_language(request) -> str:
     header = (request.headers or {}).get("accept-language", "")
-    return payment_links.page_language(header.split(",")[0].strip())
+    return payment_page.page_language(header.split(",")[0].strip())
 
 
 def _origins(origin: str) -> list[str]:

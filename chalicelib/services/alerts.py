@@ -273,20 +273,14 @@ def alert_message(alert: store.AlertRecord) -> dict:
 def enqueue(messages: list[dict]) -> int:
     """Send `messages` to the notifications queue (ten a request); never
     raises: what is not queued is still due, and the daily job queues it."""
-    from chalicelib import aws
+    from chalicelib import queues
     from chalicelib.config import settings
 
-    sent = 0
-    for start in range(0, len(messages), 10):
-        chunk = messages[start:start + 10]
-        entries = [{"Id": str(i), "MessageBody": json.dumps(m, sort_keys=True, separators=(",", ":"))}
-                   for i, m in enumerate(chunk)]
-        try:
-            answer = aws.client("sqs").send_message_batch(QueueUrl=settings().notifications_queue_url, Entries=entries)
-            sent += len(entries) - len(answer.get("Failed", []))
-        except Exception:
-            logger.exception("alert e-mails not queued; the daily job queues them again", extra={"count": len(chunk)})
-    return sent
+    bodies = [json.dumps(m, sort_keys=True, separators=(",", ":")) for m in messages]
+    unsent = queues.send(settings().notifications_queue_url, bodies)
+    if unsent:
+        logger.warning("alert e-mails not queued; the daily job queues them again", extra={"count": len(unsent)})
+    return len(bodies) - len(unsent)
 
 
 # ---------------------------------------------------------------------------

@@ -25,7 +25,7 @@ import threading
 import time
 from datetime import datetime, timedelta
 
-from chalicelib import notify
+from chalicelib import notify, outcomes
 from chalicelib.clock import clock, isoformat, parse_instant
 from chalicelib.domain import dunning, lifecycle
 from chalicelib.domain.errors import Conflict, NotFound
@@ -632,9 +632,7 @@ def publish_invoice_event(detail_type: str, invoice: store.InvoiceRecord) -> Non
 def _alert_payment_failed(invoice: store.InvoiceRecord) -> None:
     """Operations hear of each failed attempt (services/alerts.py: once per
     invoice and attempt, queued; never raises)."""
-    from chalicelib.services import alerts
-
-    alerts.payment_failed(invoices.serialize(invoice), invoice.merchant_id)
+    outcomes.report("payment_failed", invoices.serialize(invoice), invoice.merchant_id)
 
 
 def card_of(customer) -> dict | None:

@@ -194,9 +194,10 @@ def ingest(messages: Sequence[tuple[str, str]], now: datetime) -> IngestReport:
                 extra={"merchant_id": pair[0], "device_id": pair[1], "meter": reset.meter, "seq": reset.seq,
                        "previous": str(reset.previous), "value": str(reset.value)},
             )
-            from chalicelib.services import alerts
+            from chalicelib import outcomes
 
-            alerts.counter_reset(pair[0], pair[1], device.subscription_id, device.subscription.customer_id, reset)
+            outcomes.report("counter_reset", pair[0], pair[1], device.subscription_id,
+                            device.subscription.customer_id, reset)
         report.count("reset", len(update.resets))
     return report
 

@@ -107,6 +107,9 @@ def _checked_with_stripe(invoice: store.InvoiceRecord, now: datetime, action: st
     may then be paid, for the caller to answer); 409 when it cannot be
     `action` now: not open, a charge in flight, or a payment the bank processes."""
     takes = ("open",) if action == "voided" else ("open", "uncollectible")
+    if invoice.status == "paid" and action == "voided":
+        raise Conflict("the invoice is paid and cannot be voided; issue a credit note "
+                       "(POST /invoices/{id}/credit-notes)", code="invalid_state")
     if invoice.status not in takes:
         raise Conflict(f"the invoice is {invoice.status}; only an open invoice can be {action}",
                        code="invalid_state")

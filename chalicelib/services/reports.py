@@ -36,7 +36,6 @@ import csv
 import gzip
 import heapq
 import io
-import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -236,17 +235,9 @@ def _device_change(merchant_id: str, old: dict | None, new: dict | None, batch: 
 
 def _closed_usage(merchant_id: str, subscription_id: str, period_start: datetime, device_id: str, version: int):
     """The usage a device moved to its record when it left a period (store/usage.py)."""
-    from chalicelib.store import dynamo
     from chalicelib.store import usage as usage_store
 
-    sk = f"{usage_store.period_sk(period_start)}#dev#{device_id}#{version:012d}"
-    item = dynamo.client().get_item(
-        TableName=dynamo.table_name(), Key=dynamo.key(usage_store.usage_pk(merchant_id, subscription_id), sk),
-        ConsistentRead=True,
-    ).get("Item")
-    if item is None:
-        return {}
-    return usage_store.decode_meters(json.loads(item["meters"]["S"]))
+    return usage_store.closed_device_usage(merchant_id, subscription_id, period_start, device_id, version)
 
 
 def _usage_figures(merchant_id: str, quantities: dict[tuple[str, str, str], Decimal], batch: _Batch):

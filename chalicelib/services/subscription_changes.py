@@ -90,9 +90,9 @@ def publish_change(record: store.SubscriptionRecord, entry: store.HistoryRecord)
         },
         record.merchant_id,
     )
-    from chalicelib.services import alerts
+    from chalicelib import outcomes
 
-    alerts.subscription_changed(record, entry.type)
+    outcomes.report("subscription_changed", record, entry.type)
 
 
 def serialize(record: store.SubscriptionRecord) -> dict:

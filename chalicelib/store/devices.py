@@ -37,7 +37,7 @@ from chalicelib.domain.periods import Interval
 from chalicelib.domain.usage import UsageCalendar, parse_instant
 from chalicelib.store import dynamo
 from chalicelib.store.dynamo import integer, key, n, s, text
-from chalicelib.store.usage import closed_usage_put, decode_meters, encode_meters
+from chalicelib.store.usage_items import closed_usage_put, decode_meters, encode_meters
 
 DEVICE_SK = "device"
 

@@ -47,8 +47,17 @@ def marker_pk(merchant_id: str) -> str:
     return f"{merchant_id}#report_feed"
 
 
+# Aggregates keep six decimal places: money and quantities need fewer, and
+# the monthly equivalent of a recurring price (a division) would otherwise
+# carry 28. With at most six, a sum that falls back to zero is written
+# `0.000000`, never `0E-28`, which moto's ADD cannot read back (DynamoDB
+# itself normalizes numbers); each change adds and removes the same rounded
+# amount, so nothing drifts.
+FIGURE_QUANTUM = Decimal("0.000001")
+
+
 def number(value: Decimal) -> dict:
-    return {"N": format(value, "f")}
+    return {"N": format(value.quantize(FIGURE_QUANTUM), "f")}
 
 
 def add_figures(

@@ -44,7 +44,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from decimal import Decimal
 
 from chalicelib.domain.counters import OpenUsage
@@ -52,6 +52,9 @@ from chalicelib.domain.rating import MeterUsage
 from chalicelib.domain.usage import EventTally, UsageTally, merge_meters, meter_usages, parse_instant
 from chalicelib.store import dynamo
 from chalicelib.store.dynamo import integer, key, n, s, text
+from chalicelib.store.usage_items import (  # noqa: F401  (decode_meters: read by the reports too)
+    decode_meters, encode_meters, iso as _iso, period_sk, usage_pk,
+)
 
 
 class UsageUnavailable(Exception):
@@ -62,22 +65,8 @@ class StaleUsage(Exception):
     """Usage records changed since they were read (another request won): read again."""
 
 
-def usage_pk(merchant_id: str, subscription_id: str) -> str:
-    return f"{merchant_id}#{subscription_id}#usage"
-
-
-def period_sk(period_start: datetime | str) -> str:
-    return f"period#{_iso(period_start)}"
-
-
 def event_pk(merchant_id: str, event_id: str) -> str:
     return f"{merchant_id}#usage_event#{event_id}"
-
-
-def _iso(moment: datetime | str) -> str:
-    if isinstance(moment, str):
-        moment = parse_instant(moment)
-    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 # ---------------------------------------------------------------------------
@@ -169,54 +158,17 @@ def _combine(subscription_id: str, items: list[dict], devices: Mapping, wanted) 
 # A device's usage of a period it has left
 
 
-def closed_usage_put(merchant_id: str, device_id: str, part: OpenUsage, device_version: int) -> dict:
-    """The TransactWriteItems Put of a device's final usage of a period, for
-    the transaction that moves the device past `device_version`."""
-    period = _iso(part.period_start)
-    return {
-        "Put": {
-            "TableName": dynamo.table_name(),
-            "Item": {
-                **key(
-                    usage_pk(merchant_id, part.subscription_id),
-                    f"period#{period}#dev#{device_id}#{device_version:012d}",
-                ),
-                "merchant_id": s(merchant_id),
-                "subscription_id": s(part.subscription_id),
-                "period_start": s(period),
-                "device_id": s(device_id),
-                "device_version": n(device_version),
-                "meters": s(json.dumps(encode_meters(part.meters), separators=(",", ":"))),
-            },
-            "ConditionExpression": "attribute_not_exists(pk)",
-        }
-    }
-
-
-def encode_meters(meters: Mapping[str, UsageTally]) -> dict:
-    """Meter -> [total, maximum, last, last_at]: decimal strings and an ISO
-    time, as compact as JSON gets (the device item must stay under 1 KB)."""
-    return {
-        m: [
-            format(t.total, "f"),
-            None if t.maximum is None else format(t.maximum, "f"),
-            None if t.last is None else format(t.last, "f"),
-            None if t.last_at is None else _iso(t.last_at),
-        ]
-        for m, t in meters.items()
-    }
-
-
-def decode_meters(raw: Mapping) -> dict[str, UsageTally]:
-    return {
-        m: UsageTally(
-            Decimal(total),
-            None if maximum is None else Decimal(maximum),
-            None if last is None else Decimal(last),
-            None if last_at is None else parse_instant(last_at),
-        )
-        for m, (total, maximum, last, last_at) in raw.items()
-    }
+def closed_device_usage(merchant_id: str, subscription_id: str, period_start: datetime | str, device_id: str,
+                        version: int) -> dict[str, UsageTally]:
+    """The usage a device moved to its record when it left a period at
+    `version` (empty if there is no such record)."""
+    sk = f"{period_sk(period_start)}#dev#{device_id}#{version:012d}"
+    item = dynamo.client().get_item(
+        TableName=dynamo.table_name(), Key=key(usage_pk(merchant_id, subscription_id), sk), ConsistentRead=True,
+    ).get("Item")
+    if item is None:
+        return {}
+    return decode_meters(json.loads(item["meters"]["S"]))
 
 
 # ---------------------------------------------------------------------------

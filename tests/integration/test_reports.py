@@ -228,6 +228,21 @@ def test_a_failed_record_is_retried_from_where_it_failed(merchant, clock, feed, 
     assert summary(merchant, "2026-10")["currencies"]["EUR"]["new_subscriptions"] == 1
 
 
+def test_a_yearly_fee_canceled_and_subscribed_again_keeps_the_feed_flowing(merchant, clock, feed):
+    """100.00 a year is 8.333.. a month of recurring fees. Subscribed, then
+    canceled at once (the stock back to zero), then subscribed again: the
+    feed counts every change (a stock summed back to zero with 28 decimals
+    was written in a form the next ADD could not read) and the recurring
+    stock is exactly one subscription's, rounded to the cent: 8.33."""
+    yearly = simple_offer(merchant, code="yearly", base="100.00", billing_interval="year")
+    first = subscribe(merchant, new_customer(merchant), yearly, start_at=iso(OCT_1))
+    assert merchant.post(f"/subscriptions/{first['id']}/cancel", {"at_period_end": False}).status == 200
+    subscribe(merchant, new_customer(merchant, name="Labo Bis"), yearly, start_at=iso(OCT_1))
+    deliver(feed)
+    eur = summary(merchant, "2026-10")["currencies"]["EUR"]
+    assert (eur["new_subscriptions"], eur["active_subscriptions"], eur["mrr"]) == (2, 1, "8.33")
+
+
 @pytest.mark.parametrize("query, param", [
     ("/reports/summary", "month"),
     ("/reports/summary?month=2026-13", "month"),
