@@ -21,7 +21,6 @@ exactly when a credit note exists, never skipped, never given twice.
 """
 from __future__ import annotations
 
-import json
 import random
 import re
 import time
@@ -35,7 +34,7 @@ from chalicelib.domain.errors import Conflict, InvalidRequest
 from chalicelib.store.base import BillingRecord, decode_cursor, page, transaction
 from chalicelib.store.customers import CustomerCollection, collection_pk, collection_sk
 from chalicelib.store.errors import is_condition_failure
-from chalicelib.store.invoices import InvoiceRecord
+from chalicelib.store.invoices import InvoiceRecord, IssuedDocument
 
 CREDIT_NOTE_SK = "credit_note"
 CREDIT_NOTE_ID = re.compile(r"^cn_[0-9a-z]{26}$")
@@ -65,7 +64,7 @@ class CreditNotesOfMerchant(GlobalSecondaryIndex):
     gsi2sk = UnicodeAttribute(range_key=True)
 
 
-class CreditNoteRecord(BillingRecord):
+class CreditNoteRecord(IssuedDocument, BillingRecord):
     merchant_id = UnicodeAttribute()
     credit_note_id = UnicodeAttribute()
     number = UnicodeAttribute(null=True)
@@ -111,16 +110,6 @@ class CreditNoteRecord(BillingRecord):
     @staticmethod
     def key(merchant_id: str, credit_note_id: str) -> tuple[str, str]:
         return credit_note_pk(merchant_id, credit_note_id), CREDIT_NOTE_SK
-
-    def line_items(self) -> list[dict]:
-        return json.loads(self.lines)
-
-    def tax_lines(self) -> list[dict]:
-        return json.loads(self.tax)
-
-    def party(self, name: str) -> dict:
-        text = getattr(self, name)
-        return json.loads(text) if text else {}
 
     def sync_keys(self) -> None:
         self.gsi1pk = collection_pk(self.merchant_id, self.customer_id)

@@ -104,7 +104,22 @@ class InvoicesByStatus(GlobalSecondaryIndex):
     gsi2sk = UnicodeAttribute(range_key=True)
 
 
-class InvoiceRecord(BillingRecord):
+class IssuedDocument:
+    """The JSON-held parts an invoice and a credit note both keep: lines,
+    tax lines, and the seller and buyer as they stood when it was issued."""
+
+    def line_items(self) -> list[dict]:
+        return json.loads(self.lines)
+
+    def tax_lines(self) -> list[dict]:
+        return json.loads(self.tax)
+
+    def party(self, name: str) -> dict:
+        text = getattr(self, name)
+        return json.loads(text) if text else {}
+
+
+class InvoiceRecord(IssuedDocument, BillingRecord):
     merchant_id = UnicodeAttribute()
     invoice_id = UnicodeAttribute()
     number = UnicodeAttribute(null=True)
@@ -183,12 +198,6 @@ class InvoiceRecord(BillingRecord):
 
     # -- JSON-held parts --------------------------------------------------
 
-    def line_items(self) -> list[dict]:
-        return json.loads(self.lines)
-
-    def tax_lines(self) -> list[dict]:
-        return json.loads(self.tax)
-
     def attempts(self) -> list[dict]:
         return json.loads(self.payment_attempts or "[]")
 
@@ -212,10 +221,6 @@ class InvoiceRecord(BillingRecord):
 
     def set_payment_entries(self, entries: list[dict]) -> None:
         self.offline_payments = json.dumps(entries, separators=(",", ":"))
-
-    def party(self, name: str) -> dict:
-        text = getattr(self, name)
-        return json.loads(text) if text else {}
 
     def money(self, name: str) -> Decimal:
         return Decimal(getattr(self, name))
