@@ -13,6 +13,8 @@ instant, and what will then be billed:
   next period's fees in advance under the plan it runs on (a change
   scheduled for the period end, then the phases), none when a cancellation
   is scheduled;
+- `first_invoice`: the first period's fees and options, in advance;
+- `resume_now`: the rest of a period's fees when it opened while paused;
 - `cancel_now`: the usage of the current period so far and the credit of
   the unused part of its fees (when they were billed);
 - `change_now`: the usage so far under the old terms, the credit of the
@@ -186,6 +188,23 @@ def at_boundary(account: Account, billed: Mapping[str, BilledPeriod], usage: Usa
         opening = Opening(period, plan, version, index)
         ends.append(period.end)
     return Draft(tuple(lines), min(starts), max(ends), records, None, opening)
+
+
+def first_invoice(plan: Plan, period: Period, terms: TermsAt) -> Draft:
+    """The first invoice of a subscription without a trial: the first
+    period's fees and options, in advance (a trial's comes at its end, from
+    `at_boundary`)."""
+    _, offer = terms(plan.offer_id, period.start)
+    return Draft(tuple(rate_fees(offer, plan.options, plan.price_overrides, period)), period.start, period.end)
+
+
+def resume_now(account: Account, terms: TermsAt, at: datetime) -> Draft:
+    """The invoice of a resume at `at`: in a period that opened while paused
+    (its fees never billed), the fees for the rest of it; in the period the
+    pause began, nothing (its fees were billed in advance)."""
+    period = account.period
+    lines = proration.resume_lines(_priced(account.plan, period, terms), period, at, fees_billed=account.fees_billed)
+    return Draft(tuple(lines), period.start, period.end)
 
 
 def cancel_now(account: Account, usage: UsageByPeriod, terms: TermsAt, at: datetime) -> Draft:

@@ -30,7 +30,7 @@ from chalicelib.domain.errors import Conflict, InvalidRequest, NotFound
 from chalicelib.domain.invoices import totals
 from chalicelib.domain.money import ZERO
 from chalicelib.domain.periods import Interval, Period, period_bounds, period_start
-from chalicelib.domain.rating import InvoiceLine, MeterUsage, rate_fees
+from chalicelib.domain.rating import InvoiceLine, MeterUsage
 from chalicelib.ids import new_id
 from chalicelib.services import invoice_actions, invoices, issuing, offers
 from chalicelib.services.subscription_changes import (
@@ -124,7 +124,9 @@ def create_subscription(merchant_id: str, fields: dict, actor: str) -> dict:
         record.due_at = isoformat(anchor)
     else:
         # The first invoice holds the first period's fees, in advance.
-        opening = rate_fees(terms, options, overrides, current)
+        plan = lifecycle.Plan(offer_id, tuple(options), overrides or None)
+        terms_read = lambda _offer_id, _at: (version, terms)  # noqa: E731  (the version just read)
+        opening = list(invoicing.first_invoice(plan, current, terms_read).lines)
         _add_pending_item(record, "opening", opening, current, due=start, at=now)
         record.fees_billed_until = isoformat(current.end)
         if record.due_at is None:
@@ -323,9 +325,8 @@ def resume_subscription(merchant_id: str, subscription_id: str, actor: str) -> d
     state = lifecycle.transition(state_of(record), "resume", lifecycle.Context(at=now))
     period = _current_period(record)
     fees_billed = _fees_billed(record, period)
-    lines = proration.resume_lines(
-        _priced(merchant_id, _plan(record), period.start), period, now, fees_billed=fees_billed
-    )
+    lines = list(invoicing.resume_now(issuing.account_of(record), issuing.terms_lookup(merchant_id, billing=False),
+                                      now).lines)
     if proration.worth_invoicing(lines):
         _add_pending_item(record, "resume", lines, period, due=now, at=now)
     if not fees_billed:
@@ -429,11 +430,6 @@ def upcoming_invoice(merchant_id: str, subscription_id: str) -> dict:
 
 def _plan(record) -> lifecycle.Plan:
     return lifecycle.Plan(record.offer_id, tuple(record.options or []), record.price_overrides or None)
-
-
-def _priced(merchant_id: str, plan: lifecycle.Plan, at: datetime) -> proration.PricedPlan:
-    _, terms = offers.terms_at(merchant_id, plan.offer_id, at)
-    return proration.PricedPlan(terms, tuple(plan.options), plan.price_overrides)
 
 
 def _current_period(record) -> Period:

@@ -7,7 +7,8 @@ and an express option at 30.00; from 1 January 2027 its version 2 costs
 November 2026 has 30 days, December 31.
 """
 from chalicelib.domain.invoicing import (
-    BilledPeriod, Opening, after_cancel, at_boundary, cancel_now, change_now, key, late_usage, same_usage,
+    BilledPeriod, Opening, after_cancel, at_boundary, cancel_now, change_now, first_invoice, key, late_usage,
+    resume_now, same_usage,
 )
 from chalicelib.domain.lifecycle import Phase, Plan
 from chalicelib.domain.proration import BilledUsage
@@ -201,6 +202,25 @@ def test_a_paused_subscription_ending_at_its_period_end_bills_the_usage_it_defer
 
 
 # --- cancel_now and change_now ----------------------------------------------
+
+def test_the_first_invoice_holds_the_first_periods_fees_in_advance():
+    draft = first_invoice(BASIC_PLAN, NOV, TERMS)
+    assert amounts(draft.lines) == [("fee", "base", D("49.00")), ("option", "express", D("30.00"))]
+    assert (draft.start, draft.end, draft.billed, draft.opening) == (NOV.start, NOV.end, {}, None)
+    # January's first invoice is under the version in force then: 55.00.
+    assert amounts(first_invoice(Plan("off_basic"), JAN, TERMS).lines) == [("fee", "base", D("55.00"))]
+
+
+def test_a_resume_in_a_period_that_opened_while_paused_bills_the_rest_of_its_fees():
+    # December (31 days) opened while paused; resumed on 11 December 00:00:
+    # floor(21 days) = 21 whole days remain. 49 x 21/31 = 33.193.. -> 33.19;
+    # 30 x 21/31 = 20.322.. -> 20.32.
+    resumed = DEC.start + 10 * DAY
+    draft = resume_now(account(DEC, 1, fees_billed=False), TERMS, resumed)
+    assert amounts(draft.lines) == [("fee", "base", D("33.19")), ("option", "express", D("20.32"))]
+    # In the period the pause began its fees were billed in advance: nothing.
+    assert resume_now(account(DEC, 1, fees_billed=True), TERMS, resumed).lines == ()
+
 
 def test_cancel_now_in_a_trial_bills_nothing():
     draft = cancel_now(account(TRIAL, -1), usage_of((TRIAL, used(montages=5))), TERMS, TRIAL.start + DAY)
