@@ -36,7 +36,8 @@ def pay_invoice(merchant_id: str, invoice_id: str) -> dict:
     if invoice.money("amount_due") > 0 and not (customer.card() or {}).get("payment_method_id"):
         raise Conflict("the customer has no card: send it a payment link (POST /customers/{id}/payment-link)",
                        code="no_payment_method")
-    result = collecting.start_attempt_and_collect(invoice, now, customer=customer)
+    with collecting.interactive():
+        result = collecting.start_attempt_and_collect(invoice, now, customer=customer)
     last = collecting.last_attempt(result)
     if result.status != "paid" and last is not None and last["status"] == "failed":
         from chalicelib import payments
@@ -62,7 +63,8 @@ def retry_open_invoices(merchant_id: str, customer_id: str) -> list[dict]:
             results.append(invoices.brief(invoice, invoice.invoice_id))
             continue
         try:
-            results.append(invoices.brief(collecting.start_attempt_and_collect(invoice, now)))
+            with collecting.interactive():
+                results.append(invoices.brief(collecting.start_attempt_and_collect(invoice, now)))
         except Conflict:
             results.append(invoices.brief(store.find_invoice(merchant_id, invoice.invoice_id), invoice.invoice_id))
     return results

@@ -32,7 +32,7 @@ from chalicelib.domain.money import ZERO
 from chalicelib.domain.periods import Interval, Period, period_bounds, period_start
 from chalicelib.domain.rating import InvoiceLine, MeterUsage
 from chalicelib.ids import new_id
-from chalicelib.services import invoice_actions, invoices, issuing, offers
+from chalicelib.services import collecting, invoice_actions, invoices, issuing, offers
 from chalicelib.services.subscription_changes import (
     commit, history_entry, public_fields, publish_change, serialize, set_state, state_of,
 )
@@ -483,7 +483,8 @@ def _issue_now(record) -> dict:
     if not due and not final:
         return serialize(record)
     try:
-        issuing.bill_subscription(record.merchant_id, record.subscription_id)
+        with collecting.interactive():
+            issuing.bill_subscription(record.merchant_id, record.subscription_id)
     except Exception:  # the change is saved; the billing run issues what is still due
         logger.exception("invoice not issued now; the billing run will", extra={
             "subscription_id": record.subscription_id})

@@ -240,6 +240,30 @@ def test_stripe_rate_limiting_without_end_sends_the_message_back(merchant, clock
     assert_december_bills_november_once(merchant, sub_id, customer_id)
 
 
+def test_stripe_rate_limiting_a_charge_inside_a_request_gives_up_soon_and_the_dunning_run_charges_once(
+        merchant, clock, stripe_proxy, pauses):
+    """A subscription created while Stripe refuses every PaymentIntent with
+    429: the request makes 1 + 3 tries (under 2 s of pauses, far inside API
+    Gateway's 29 s) and answers 201 with the first invoice issued, its
+    charge pending and leased; once Stripe is back, the dunning run charges
+    it once after the lease."""
+    customer_id = new_customer(merchant)
+    before = stripe_proxy.count("POST", "/v1/payment_intents")
+    stripe_proxy.add("POST", "/v1/payment_intents", "status_before", status=429, times=None)
+    created = merchant.post("/subscriptions", {"customer_id": customer_id, "offer_id": simple_offer(merchant)})
+    assert created.status == 201, created
+    tries = stripe_proxy.count("POST", "/v1/payment_intents") - before
+    assert tries == 1 + collecting.INTERACTIVE_RATE_LIMIT_RETRIES
+    assert len(pauses) == collecting.INTERACTIVE_RATE_LIMIT_RETRIES and sum(pauses) < 2
+    [first] = invoices_of(merchant, created.json["id"])
+    assert first["status"] == "open" and [a["status"] for a in first["payment_attempts"]] == ["pending"]
+    stripe_proxy.heal()
+    assert jobs.dunning_scheduler(clock.now(), inline=True)["due"] == 0  # still leased
+    clock.set(clock.now() + collecting.LEASE + timedelta(minutes=1))
+    jobs.dunning_scheduler(clock.now(), inline=True)
+    assert_consistent(merchant, created.json["id"], customer_id, [first["number"]], counter=False)
+
+
 @pytest.mark.parametrize("times", [1, None], ids=["once", "every-try"])
 def test_stripe_timing_out_after_it_charged(merchant, clock, stripe_proxy, times):
     """The PaymentIntent is made, the answer never arrives. Once: the
