@@ -19,7 +19,8 @@ LISTENERS: dict[str, tuple[str, ...]] = {
     # (the API's invoice object, merchant id)
     "payment_failed": ("chalicelib.services.alerts:payment_failed",),
     # (subscription record, the change's type)
-    "subscription_changed": ("chalicelib.services.alerts:subscription_changed",),
+    "subscription_changed": ("chalicelib.services.alerts:subscription_changed",
+                             "chalicelib.services.devices:subscription_changed"),
     # (merchant id, device id, subscription id, customer id, the reset)
     "counter_reset": ("chalicelib.services.alerts:counter_reset",),
 }

@@ -91,8 +91,8 @@ def json_response(status: int, body: Any, headers: dict | None = None) -> Respon
     )
 
 
-def error_response(error: BillingError, request_id: str) -> Response:
-    body = {
+def error_body(error: BillingError, request_id: str) -> dict:
+    return {
         "error": {
             "type": error.type,
             "code": error.code,
@@ -101,7 +101,10 @@ def error_response(error: BillingError, request_id: str) -> Response:
             "request_id": request_id,
         }
     }
-    return json_response(error.status, body)
+
+
+def error_response(error: BillingError, request_id: str) -> Response:
+    return json_response(error.status, error_body(error, request_id))
 
 
 def internal_error_response(request_id: str) -> Response:

@@ -8,12 +8,13 @@ from pydantic import BaseModel, Field, StringConstraints, model_validator
 
 from chalicelib.api.fields import STRICT, CountryCode, Currency, Email, Locale, Name, Percent, TimeZone
 from chalicelib.api.http import Call, endpoint
+from chalicelib.domain.whole_numbers import count_field
 from chalicelib.services import merchants
 
 blueprint = Blueprint(__name__)
 
 InvoicePrefix = Annotated[str, StringConstraints(pattern=r"^[A-Z0-9]{1,10}$")]
-RetryDays = Annotated[list[Annotated[int, Field(ge=1, le=60)]], Field(max_length=10)]
+RetryDays = Annotated[list[count_field(1, 60)], Field(max_length=10)]
 
 
 class MerchantFields(BaseModel):
@@ -42,7 +43,6 @@ class MerchantFields(BaseModel):
 class NewMerchant(MerchantFields):
     name: Name
     default_currency: Currency
-    invoice_prefix: InvoicePrefix
 
 
 @endpoint(blueprint, "/admin/merchants", methods=("POST",), auth="operator", status=201, response="MerchantWithKey")

@@ -167,7 +167,8 @@ def _operation(route: Route, body, answer, refs) -> dict:
         operation["parameters"] = parameters
     if body is not None:
         operation["requestBody"] = {
-            "required": True,
+            # No body is read as `{}` (http.Call.body): needed only when a field is.
+            "required": any(field.is_required() for field in body.model_fields.values()),
             "content": {"application/json": {"schema": refs[(body, "validation")]}},
         }
     operation["responses"] = _responses(route, answer, refs)

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field, StringConstraints
 from chalicelib.api.fields import STRICT, Code, ShortText
 from chalicelib.api.http import Call, bearer_key, endpoint, listing
 from chalicelib.domain.catalog import Instant
+from chalicelib.domain.whole_numbers import count_field
 from chalicelib.services import subscriptions
 
 blueprint = Blueprint(__name__)
@@ -33,7 +34,7 @@ def merchant_actor(call: Call) -> str:
 class PhaseBody(BaseModel):
     model_config = STRICT
 
-    after_periods: Annotated[int, Field(ge=1, le=1200)]
+    after_periods: count_field(1, 1200)
     offer_id: ObjectId
     options: Options | None = None
     price_overrides: PriceOverrides | None = None
@@ -47,7 +48,7 @@ class NewSubscription(BaseModel):
     options: Options = []
     price_overrides: PriceOverrides | None = None
     start_at: Instant | None = None
-    trial_days: Annotated[int, Field(ge=0, le=730)] | None = None
+    trial_days: count_field(0, 730) | None = None
     phases: Annotated[list[PhaseBody], Field(max_length=20)] = []
 
 

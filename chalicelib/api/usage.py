@@ -12,7 +12,8 @@ from pydantic_core import PydanticCustomError
 from chalicelib.api.fields import STRICT
 from chalicelib.api.http import Call, endpoint
 from chalicelib.domain.catalog import Code, Instant
-from chalicelib.domain.money import MAX_DECIMAL_TEXT, MAX_UNIT_DECIMALS, decimal_from_text
+from chalicelib.domain.money import MAX_DECIMAL_TEXT, MAX_INTEGER_DIGITS, MAX_UNIT_DECIMALS, decimal_from_text
+from chalicelib.domain.whole_numbers import with_integers
 from chalicelib.services import usage
 
 blueprint = Blueprint(__name__)
@@ -32,12 +33,13 @@ def _quantity(value: Any) -> Decimal:
         raise PydanticCustomError("decimal_string", str(error)) from None
 
 
-Quantity = Annotated[
+# A decimal string, or a JSON integer (domain/whole_numbers.py).
+Quantity = with_integers(Annotated[
     Decimal,
     PlainValidator(_quantity, json_schema_input_type=str),
     WithJsonSchema({"type": "string", "pattern": r"^-?\d+(\.\d{1,12})?$", "maxLength": MAX_DECIMAL_TEXT,
                     "examples": ["7.5"]}),
-]
+], minimum=-(10**MAX_INTEGER_DIGITS - 1))
 
 
 class UsageEventBody(BaseModel):
@@ -47,7 +49,8 @@ class UsageEventBody(BaseModel):
     subscription_id: ObjectId
     meter: Code
     quantity: Quantity
-    timestamp: Instant
+    # Absent: the time the request is received (as Stripe's and Lago's events).
+    timestamp: Instant | None = None
     corrects: EventId | None = None
 
 

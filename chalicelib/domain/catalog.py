@@ -46,7 +46,8 @@ from chalicelib.domain.money import (
     is_known_currency,
     minor_units,
 )
-from chalicelib.domain.periods import Interval
+from chalicelib.domain.periods import Interval, bounded_instant
+from chalicelib.domain.whole_numbers import count_field, with_integers
 
 # ---------------------------------------------------------------------------
 # Field types
@@ -83,8 +84,8 @@ Price = _decimal_field(example="12.50")
 PositiveAmount = _decimal_field(positive=True, example="49.00")
 # A count of units (up_to, included_units, package_size): decimal because
 # usage is ("7.5" agent hours).
-Quantity = _decimal_field(example="1000")
-PositiveQuantity = _decimal_field(positive=True, example="100")
+Quantity = with_integers(_decimal_field(example="1000"))  # or a JSON integer (domain/whole_numbers.py)
+PositiveQuantity = with_integers(_decimal_field(positive=True, example="100"), minimum=1)
 # A KPI value (target): any sign.
 KpiValue = _decimal_field(allow_negative=True, example="0.90")
 Percent = _decimal_field(maximum=Decimal(100), example="5")
@@ -99,8 +100,7 @@ MAX_INSTANT_TEXT = 40
 
 
 def _instant(value: Any) -> datetime:
-    # API.md times are ISO 8601 strings in UTC; the HTTP layer validates parsed
-    # JSON in strict Python mode, where pydantic's own datetime refuses strings.
+    # ISO 8601 strings: in strict Python mode (the HTTP layer's) pydantic's datetime refuses them.
     if isinstance(value, str):
         if len(value) > MAX_INSTANT_TEXT:
             raise PydanticCustomError("instant", f"must be at most {MAX_INSTANT_TEXT} characters")
@@ -112,7 +112,7 @@ def _instant(value: Any) -> datetime:
         raise PydanticCustomError("instant", 'must be an ISO 8601 time such as "2026-11-01T00:00:00Z"')
     if value.tzinfo is None or value.utcoffset() is None:
         raise PydanticCustomError("instant", "must carry a time zone (end with Z)")
-    return value.astimezone(timezone.utc)
+    return bounded_instant(value)  # a ValueError is the field's 400
 
 
 Instant = Annotated[
@@ -275,11 +275,11 @@ class Offer(Terms):
     name: Name
     currency: CurrencyCode
     billing_interval: Literal["day", "week", "month", "year"]
-    interval_count: Annotated[int, Field(ge=1, le=366)] = 1
-    trial_days: Annotated[int, Field(ge=0, le=730)] = 0
-    commitment_months: Annotated[int, Field(ge=0, le=240)] = 0
+    interval_count: count_field(1, 366) = 1
+    trial_days: count_field(0, 730) = 0
+    commitment_months: count_field(0, 240) = 0
     ladder: Code | None = None
-    tier_rank: Annotated[int, Field(ge=1, le=1000)] | None = None
+    tier_rank: count_field(1, 1000) | None = None
     entitlements: Entitlements = []
 
     @property

@@ -55,6 +55,14 @@ class NotFound(BillingError):
     code = "not_found"
 
 
+class MethodNotAllowed(BillingError):
+    """405: the path exists but does not serve this method (the answer's `Allow` lists those it does)."""
+
+    status = 405
+    type = "invalid_request_error"
+    code = "method_not_allowed"
+
+
 class Conflict(BillingError):
     """409: the state does not allow it (invalid_state, version_conflict, idempotency_mismatch)."""
 
@@ -91,8 +99,8 @@ def param_from_loc(loc: tuple) -> str:
             path += f"[{part}]"
         elif isinstance(previous, int) and part in UNION_TAGS:
             pass
-        elif "[" in part or "(" in part:
-            pass
+        elif not part or "[" in part or "(" in part:
+            pass  # an internal step, or a map key that cannot name a field (empty, bracketed)
         else:
             path += f".{part}" if path else part
         previous = part

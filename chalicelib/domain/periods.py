@@ -189,3 +189,16 @@ def instant_text(moment: datetime) -> str:
 def parse_instant_text(text: str) -> datetime:
     """The instant `instant_text` wrote (an offset is accepted too), in UTC."""
     return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc)
+
+
+# The years an instant sent to the API may fall in. Outside them it is a typo
+# or a probe; and Python's datetime (years 1 to 9999) would overflow turning
+# "0001-01-01T00:00:00+01:00" into UTC, or stepping periods on from 9999.
+FIRST_YEAR, LAST_YEAR = 1970, 2199
+
+
+def bounded_instant(moment: datetime) -> datetime:
+    """An aware `moment` in UTC; ValueError when its year is not FIRST_YEAR to LAST_YEAR."""
+    if not FIRST_YEAR <= moment.year <= LAST_YEAR:
+        raise ValueError(f"must be from {FIRST_YEAR}-01-01T00:00:00Z to {LAST_YEAR}-12-31T23:59:59Z")
+    return moment.astimezone(timezone.utc)

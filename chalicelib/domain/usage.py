@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 
 from chalicelib.domain.money import ZERO, format_decimal
-from chalicelib.domain.periods import Interval, Period, period_at
+from chalicelib.domain.periods import Interval, Period, bounded_instant, period_at
 from chalicelib.domain.rating import MeterUsage
 
 
@@ -125,15 +125,17 @@ class UsageCalendar:
     (domain/periods.py). A trial is the period [start, anchor) before the
     first paid one (start == anchor without a trial): usage there is
     recorded in the trial's period (the billing run charges none of it).
-    Nothing is before `start`: `period_of` says None."""
+    Nothing is before `start`, nor at or after `end` (the subscription's
+    cancellation): `period_of` says None."""
 
     start: datetime
     anchor: datetime
     interval: Interval
     timezone: str = "UTC"
+    end: datetime | None = None
 
     def period_of(self, moment: datetime) -> Period | None:
-        if moment < self.start:
+        if moment < self.start or (self.end is not None and moment >= self.end):
             return None
         if moment < self.anchor:
             return Period(self.start, self.anchor)
@@ -147,6 +149,8 @@ class UsageCalendar:
 
         def find(moment: datetime) -> Period | None:
             last = cached[0]
+            if self.end is not None and moment >= self.end:
+                return None
             if last is not None and last.start <= moment < last.end:
                 return last
             found = self.period_of(moment)
@@ -198,4 +202,4 @@ def parse_instant(text: str) -> datetime:
     moment = datetime.fromisoformat(text)
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise ValueError("must carry a time zone (end with Z)")
-    return moment.astimezone(timezone.utc)
+    return bounded_instant(moment)

@@ -4,6 +4,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from chalicelib.clock import clock
+from chalicelib.observability import logger
 from chalicelib.domain.errors import Conflict, NotFound
 from chalicelib.domain.periods import Interval
 from chalicelib.domain.usage import UsageCalendar
@@ -33,6 +34,23 @@ def attachment_of(record) -> store.AttachedSubscription:
             timezone=record.timezone or "UTC",
         ),
     )
+
+
+def subscription_changed(record, change_type: str) -> None:
+    """A saved subscription change (chalicelib/outcomes.py): once it is
+    canceled, its devices count no usage after the cancellation (their
+    readings before it still reach its last invoice). Never raises into the
+    change: a failure is logged and alarmed."""
+    if change_type != "canceled" or not record.canceled_at:
+        return
+    try:
+        store.end_subscription(record.merchant_id, record.subscription_id, _instant(record.canceled_at))
+    except Exception:
+        from chalicelib.observability import metrics
+
+        logger.exception("devices not told of their subscription's cancellation",
+                         extra={"subscription_id": record.subscription_id})
+        metrics.add_metric(name="DeviceCancellationNotRecorded", unit="Count", value=1)
 
 
 def attach_device(merchant_id: str, device_id: str, subscription_id: str) -> tuple[dict, bool]:

@@ -107,8 +107,9 @@ def parse_message(body: str, ref: str | None = None) -> DeviceMessage:
         raise PoisonMessage("invalid_message", "seq: must be a whole number >= 0")
     try:
         ts = parse_instant(data.get("ts"))
-    except (ValueError, TypeError):
-        raise PoisonMessage("invalid_message", 'ts: must be an ISO 8601 time with a zone, e.g. "2026-11-22T10:00:00Z"') from None
+    except (ValueError, TypeError, OverflowError) as error:
+        reason = str(error) if str(error).startswith("must") else 'must be an ISO 8601 time with a zone, e.g. "2026-11-22T10:00:00Z"'
+        raise PoisonMessage("invalid_message", f"ts: {reason}") from None
     counters = data.get("counters")
     if not isinstance(counters, dict) or not counters:
         raise PoisonMessage("invalid_message", "counters: must be a non-empty object of meter -> running total")
@@ -181,6 +182,7 @@ def ingest(messages: Sequence[tuple[str, str]], now: datetime) -> IngestReport:
             continue
         try:
             update, writes = apply_to_device(device, readings)
+            _bill_after_cancellation(device, readings, now)
         except Exception:
             logger.exception("ingesting a device's readings failed", extra={"device_id": pair[1]})
             report.failed.update(r.ref for r in readings)
@@ -200,6 +202,20 @@ def ingest(messages: Sequence[tuple[str, str]], now: datetime) -> IngestReport:
                             device.subscription.customer_id, reset)
         report.count("reset", len(update.resets))
     return report
+
+
+def _bill_after_cancellation(device: device_store.Device, readings: Sequence[CounterReading], now: datetime) -> None:
+    """Readings of a canceled subscription's device, timed before its
+    cancellation, reach its last invoice: the subscription is marked due
+    (services/issuing.py). After the write, and again on a redelivery (the
+    readings then duplicates): a failure here sends the messages back, and
+    marking a subscription due twice costs one look at it."""
+    end = device.subscription.calendar.end
+    if end is None or not any(reading.ts < end for reading in readings):
+        return
+    from chalicelib.services import issuing
+
+    issuing.late_usage_arrived(device.merchant_id, device.subscription_id, now)
 
 
 def body_ts(parsed: DeviceMessage) -> str:

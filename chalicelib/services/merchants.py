@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import time
+import unicodedata
 
 from chalicelib import config
 from chalicelib.clock import clock, isoformat
@@ -28,6 +30,26 @@ DEFAULTS = {
 }
 
 
+# When the operator gives none: the prefix of the merchant's invoice numbers
+# (`{prefix}{YYYY}-{000001}`) is made from its name, within InvoicePrefix's
+# pattern (chalicelib/api/merchants.py).
+PREFIX_LENGTH = (2, 6)
+FALLBACK_PREFIX = "INV"
+
+
+def invoice_prefix_from(name: str) -> str:
+    """The initials of the name's first words, upper case, ASCII ("Optique
+    Durand" -> "OD"); a one-word name gives its first letters ("Fuzz" ->
+    "FU"); a name without a Latin letter or digit gives "INV"."""
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode().upper()
+    words = re.findall(r"[A-Z0-9]+", ascii_name)
+    shortest, longest = PREFIX_LENGTH
+    prefix = "".join(word[0] for word in words)[:longest]
+    if len(prefix) < shortest and words:
+        prefix = (prefix + "".join(words)[1:])[:shortest]
+    return prefix if len(prefix) >= shortest else FALLBACK_PREFIX
+
+
 def hash_key(api_key: str) -> str:
     # Keys carry 256 random bits: a plain SHA-256 is enough, no slow KDF needed.
     return hashlib.sha256(api_key.encode()).hexdigest()
@@ -46,6 +68,7 @@ def _new_key(merchant_id: str) -> tuple[str, store.ApiKeyRecord]:
 
 
 def create_merchant(fields: dict) -> dict:
+    fields = {"invoice_prefix": invoice_prefix_from(fields["name"]), **fields}
     merchant_id = new_id("mer")
     api_key, key_record = _new_key(merchant_id)
     record = store.MerchantRecord(

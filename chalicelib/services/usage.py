@@ -23,6 +23,7 @@ from chalicelib.clock import clock, isoformat, parse_instant
 from chalicelib.domain.errors import Conflict, InvalidRequest, NotFound
 from chalicelib.domain.money import format_decimal
 from chalicelib.domain.usage import EventTally, UsageCalendar
+from chalicelib.domain.usage import parse_instant as parse_event_instant
 from chalicelib.store import usage as store
 
 MAX_EVENTS = 500
@@ -43,7 +44,7 @@ class EventInput:
     subscription_id: str
     meter: str
     quantity: Decimal
-    timestamp: datetime
+    timestamp: datetime | None  # None: the time the request is received
     corrects: str | None = None
 
 
@@ -52,6 +53,7 @@ def record_events(merchant_id: str, events: Sequence[EventInput]) -> dict:
     if len(events) > MAX_EVENTS:
         raise InvalidRequest(f"events: at most {MAX_EVENTS} events a request", param="events")
     now = clock().now()
+    events = [event if event.timestamp is not None else replace(event, timestamp=now) for event in events]
     for i, event in enumerate(events):
         if event.timestamp > now + FUTURE_TOLERANCE:
             raise InvalidRequest(f"events[{i}].timestamp: is in the future", param=f"events[{i}].timestamp")
@@ -275,12 +277,10 @@ def subscription_usage(merchant_id: str, subscription_id: str, period_start: str
         at = clock().now()
     else:
         try:
-            at = datetime.fromisoformat(period_start)
-        except ValueError:
-            at = None
-        if at is None or at.tzinfo is None:
-            raise InvalidRequest("period_start: must be an ISO 8601 time with a zone (Z)", param="period_start")
-        at = at.astimezone(timezone.utc)
+            at = parse_event_instant(period_start)
+        except ValueError as error:
+            message = str(error) if str(error).startswith("must") else "must be an ISO 8601 time with a zone (Z)"
+            raise InvalidRequest(f"period_start: {message}", param="period_start") from None
     period = attached.calendar.period_of(at)
     if period is None:
         raise InvalidRequest(f"period_start: is before subscription {subscription_id} starts", param="period_start")

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from decimal import Decimal
 
@@ -192,6 +192,7 @@ def decode_device(item: dict) -> Device:
                 anchor=parse_instant(text(item, "anchor")),
                 interval=Interval(text(item, "interval"), integer(item, "interval_count", 1)),
                 timezone=text(item, "timezone", "UTC"),
+                end=parse_instant(text(item, "ends_at")) if text(item, "ends_at") else None,
             ),
         ),
         counters=decode_counters(item),
@@ -212,6 +213,8 @@ def _subscription_attributes(subscription: AttachedSubscription) -> dict:
         "interval": s(calendar.interval.unit),
         "interval_count": n(calendar.interval.count),
         "timezone": s(calendar.timezone),
+        # The subscription's cancellation: readings at or after it count no usage.
+        **({"ends_at": s(_iso(calendar.end))} if calendar.end is not None else {}),
     }
 
 
@@ -483,6 +486,26 @@ def _refresh(device: Device, subscription: AttachedSubscription) -> Device:
     values = {f":a{i}": value for i, value in enumerate(attributes.values())}
     _update_device(device, "SET " + ", ".join(f"#a{i} = :a{i}" for i in range(len(attributes))), names, values)
     return find_device(device.merchant_id, device.device_id)
+
+
+def end_subscription(merchant_id: str, subscription_id: str, at: datetime) -> int:
+    """The subscription was canceled at `at`: its devices still attached
+    keep their counters moving, and count no usage from then on. Returns how
+    many devices it marked."""
+    marked = 0
+    for device_id in attached_devices(merchant_id, subscription_id):
+        for _ in range(5):
+            device = find_device(merchant_id, device_id)
+            if device is None or device.subscription_id != subscription_id or device.subscription.calendar.end:
+                break
+            calendar = replace(device.subscription.calendar, end=at)
+            try:
+                _refresh(device, replace(device.subscription, calendar=calendar))
+                marked += 1
+                break
+            except StaleDevice:
+                continue
+    return marked
 
 
 def _update_device(device: Device, expression: str, names: dict, values: dict) -> None:

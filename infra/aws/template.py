@@ -25,6 +25,11 @@ for every function alike; a new handler needs nothing in this file:
   the oldest record left unread;
 - an alarm on its errors; and an alarm on the depth of every dead-letter queue.
 
+And for the API: every path also has API Gateway's ANY method, to the same
+function, so that a method the path does not serve (PUT, DELETE, OPTIONS...)
+reaches the app, which answers `405 method_not_allowed` with `Allow`, instead
+of API Gateway's `403 Missing Authentication Token`.
+
 What a function may do beyond that is written in its own policy file,
 `.chalice/policies/<function>.json`, named by `iam_policy_file` in
 .chalice/config.json.
@@ -135,6 +140,7 @@ def complete(template: dict, stage: str) -> dict:
         raise TemplateError(f"resources.yaml must define the SNS topic {ALARM_TOPIC} that alarms notify")
     _pin_stage(template, stage)
     _name_api(resources)
+    _every_method_to_the_app(resources)
     owners: dict[str, str] = {}
     for function in functions(template):
         role_id = _own_role(function, resources, owners)
@@ -170,6 +176,26 @@ def _name_api(resources: dict) -> None:
     if api is not None:
         api["Properties"]["Name"] = {"Ref": "AWS::StackName"}
         api["Properties"]["DefinitionBody"].setdefault("info", {})["title"] = {"Ref": "AWS::StackName"}
+
+
+ANY_METHOD = "x-amazon-apigateway-any-method"
+
+
+def _every_method_to_the_app(resources: dict) -> None:
+    """ANY on every path, integrated as the path's own methods are: API
+    Gateway picks a path's declared method first, ANY for any other."""
+    api = resources.get("RestAPI")
+    if api is None:
+        return
+    for path, methods in api["Properties"]["DefinitionBody"]["paths"].items():
+        integrations = [m["x-amazon-apigateway-integration"] for name, m in methods.items()
+                        if isinstance(m, dict) and "x-amazon-apigateway-integration" in m]
+        if integrations and ANY_METHOD not in methods:
+            methods[ANY_METHOD] = {
+                "produces": ["application/json"],
+                "responses": {"405": {"description": "the path does not serve this method"}},
+                "x-amazon-apigateway-integration": copy.deepcopy(integrations[0]),
+            }
 
 
 def _own_role(function: Function, resources: dict, owners: dict[str, str]) -> str:

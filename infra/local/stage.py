@@ -99,11 +99,11 @@ class Stage:
         wait_for_http(f"http://127.0.0.1:{self.ports['stripe']}/v1/customers", 30, stripe)
         self.point_stripe_webhooks()
 
-        chalice = str(Path(python).parent / "chalice")
+        # `chalice local --no-autoreload`, every HTTP method reaching the app.
         api = self.spawn(
             "api",
-            [chalice, "local", "--host", "127.0.0.1", "--port", str(self.ports["api"]), "--stage", "local",
-             "--no-autoreload"],
+            [python, "-m", "infra.local.api_server", "--host", "127.0.0.1", "--port", str(self.ports["api"]),
+             "--stage", "local"],
         )
         wait_for_http(f"http://127.0.0.1:{self.ports['api']}/health", 60, api)
         self.spawn("driver", [python, "-m", "infra.local.driver"])

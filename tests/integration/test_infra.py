@@ -324,6 +324,17 @@ def test_every_handler_is_a_function_with_its_trigger(deployed):
             raise AssertionError(f"{name}: a {kind} function; teach this test and the packager about it")
 
 
+def test_every_path_hands_any_other_method_to_the_app(deployed):
+    """API Gateway's ANY on every path, to the API function: a method the
+    path does not serve reaches the app, which answers 405 with Allow."""
+    app = the_app()
+    logical_id, _ = lambda_function(deployed, "api_handler")
+    body = deployed["RestAPI"]["Properties"]["Body"]
+    for path in app.routes:
+        integration = body["paths"][path]["x-amazon-apigateway-any-method"]["x-amazon-apigateway-integration"]
+        assert integration["type"] == "aws_proxy" and f"${{{logical_id}.Arn}}" in json.dumps(integration), path
+
+
 def test_every_function_runs_as_its_own_role_with_its_policy(deployed):
     roles = set()
     for name, kind in app_functions(the_app()).items():

@@ -279,3 +279,37 @@ def test_a_subscription_canceled_while_paused_bills_the_usage_its_pause_deferred
     assert [(l["kind"], l["quantity"], l["amount"], l["period_start"]) for l in last["lines"]] == [
         ("usage", "3", "3.60", iso(NOV_1))]
     assert last["status"] == "paid" and last["total"] == "4.32"
+
+
+def test_a_devices_readings_after_a_cancellation_bill_what_came_before_it_only(merchant, clock, client):
+    """Neksia counts 1000 on 2 Nov and 1005 on 10 Nov, then goes offline.
+    Canceled at once on 20 Nov: the cancellation bills the 5 montages known
+    (6.00). On 25 Nov the machine sends what it buffered: 1008 read on 15
+    Nov (3 montages before the cancellation) and 1010 on 22 Nov (2 after
+    it). The last invoice bills the 3 (3.60); the 2 are not usage of the
+    subscription, though the counter moves on."""
+    from tests.integration.test_billing import device_reading
+
+    merchant_id = merchant.merchant["id"]
+    sub = subscribe(merchant, new_customer(merchant), simple_offer(merchant), start_at=iso(NOV_1))
+    assert merchant.post("/devices", {"device_id": "neksia-0042", "subscription_id": sub["id"]}).status == 201
+    for seq, day, count in ((1, 2, 1000), (2, 10, 1005)):
+        clock.set(NOV_1 + timedelta(days=day))
+        device_reading(client, merchant_id, seq, clock.now(), montages=count)
+    clock.set(NOV_1 + timedelta(days=20))
+    assert merchant.post(f"/subscriptions/{sub['id']}/cancel", {"at_period_end": False}).status == 200
+    cancel = invoices_of(merchant, sub["id"])[-1]
+    assert [(l["kind"], l["quantity"], l["amount"]) for l in cancel["lines"] if l["kind"] == "usage"] == [
+        ("usage", "5", "6.00")]
+
+    clock.set(NOV_1 + timedelta(days=25))
+    device_reading(client, merchant_id, 3, NOV_1 + timedelta(days=15), montages=1008)
+    device_reading(client, merchant_id, 4, NOV_1 + timedelta(days=22), montages=1010)
+    assert merchant.get(f"/subscriptions/{sub['id']}").json["next_billing_at"] == iso(clock.now())
+    clock.set(clock.now() + timedelta(minutes=15))
+    jobs.billing_scheduler(clock.now(), inline=True)
+    last = invoices_of(merchant, sub["id"])[-1]
+    assert last["billing_reason"] == "late_usage"
+    assert [(l["kind"], l["quantity"], l["amount"]) for l in last["lines"]] == [("usage", "3", "3.60")]
+    device = merchant.get("/devices/neksia-0042").json
+    assert device["counters"]["montages"]["value"] == "1010"

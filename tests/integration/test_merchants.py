@@ -84,7 +84,7 @@ def test_key_rotation(merchant):
         ({"name": 12, "default_currency": "EUR", "invoice_prefix": "OD"}, "name"),
         ({"name": "X", "default_currency": "EUR", "invoice_prefix": "OD", "alert_emails": ["nope"]}, "alert_emails[0]"),
         ({"name": "X", "default_currency": "EUR", "invoice_prefix": "OD", "tax_rates": {"FR": 20}}, "tax_rates.FR"),
-        ({"name": "X", "default_currency": "EUR", "invoice_prefix": "OD", "dunning_retry_days": ["1"]}, "dunning_retry_days[0]"),
+        ({"name": "X", "default_currency": "EUR", "invoice_prefix": "OD", "dunning_retry_days": [1.0]}, "dunning_retry_days[0]"),
         ({"name": "X", "default_currency": "EUR", "invoice_prefix": "OD", "dunning_retry_days": [3, 1]}, None),
         ({"name": "X", "default_currency": "EUR", "invoice_prefix": "OD", "timezone": "Mars/Olympus"}, "timezone"),
         ({"name": "X", "default_currency": "EUR", "invoice_prefix": "od-2026"}, "invoice_prefix"),

@@ -121,9 +121,9 @@ def test_terms_are_stored_as_decimal_strings(merchant, clock):
         (example(colour="red"), "colour"),
         (with_component(1, colour="red"), "components[1].colour"),
         (with_component(0, type="discount"), "components[0].type"),
-        (example(interval_count="1"), "interval_count"),
+        (example(interval_count="1.0"), "interval_count"),
         (example(name=12), "name"),
-        (example(tier_rank="2"), "tier_rank"),
+        (example(tier_rank=2.5), "tier_rank"),
         (example(components="base"), "components"),
         (example(options=[{"code": "express", "name": "4h", "amount": 30}]), "options[0].amount"),
         (example(tier_rank=None), "tier_rank"),  # on a ladder without a rank

@@ -423,7 +423,9 @@ def test_post_usage_names_the_bad_event(clico):
     use_clock(FixedClock(utc(2026, 11, 22, 12)))
     good = event(clico, "e0", "1")
     cases = [
-        ({"events": [good, good, good, {**good, "quantity": 3}]}, "events[3].quantity"),
+        ({"events": [good, good, good, {**good, "quantity": 3.5}]}, "events[3].quantity"),
+        ({"events": [good, {**good, "timestamp": "0001-01-01T00:00:00+01:00"}]}, "events[1].timestamp"),
+        ({"events": [{**good, "timestamp": "9999-12-31T00:00:00Z"}]}, "events[0].timestamp"),
         ({"events": [good, {**good, "quantity": "1e3"}]}, "events[1].quantity"),
         ({"events": [{**good, "quantity": "-1"}]}, "events[0].quantity"),
         ({"events": [{**good, "timestamp": "2026-11-02"}]}, "events[0].timestamp"),

@@ -134,12 +134,16 @@ def test_models_are_immutable():
         # wrong types: a JSON number where an amount string is expected
         (lambda b: b["components"][0].update(amount=49), "components[0].amount"),
         (lambda b: b["components"][0].update(amount=49.0), "components[0].amount"),
-        (lambda b: b["components"][2]["tiers"][0].update(up_to=1000), "components[2].tiers[0].up_to"),
+        # a count takes a JSON integer (see test_counts_take_json_integers), never a float
+        (lambda b: b["components"][2]["tiers"][0].update(up_to=1000.0), "components[2].tiers[0].up_to"),
+        (lambda b: b["components"][1].update(package_size=0, unit_amount="5"), "components[1].package_size"),
         (lambda b: b["components"][1].update(unit_amount="1e3"), "components[1].unit_amount"),
         (lambda b: b["components"][1].update(unit_amount="NaN"), "components[1].unit_amount"),
         (lambda b: b["components"][1].update(unit_amount="-1.20"), "components[1].unit_amount"),
         (lambda b: b["components"][1].update(unit_amount="0.0000000000001"), "components[1].unit_amount"),
-        (lambda b: b.update(interval_count="1"), "interval_count"),
+        (lambda b: b.update(interval_count="1.5"), "interval_count"),
+        (lambda b: b.update(interval_count=1.0), "interval_count"),
+        (lambda b: b.update(interval_count="367"), "interval_count"),
         (lambda b: b.update(interval_count=0), "interval_count"),
         (lambda b: b.update(trial_days=-1), "trial_days"),
         (lambda b: b.update(commitment_months=True), "commitment_months"),
@@ -413,7 +417,7 @@ def test_price_overrides_can_switch_pricing():
         ({"base": {"amount": "39.001"}}, "price_overrides.base.amount"),
         ({"calls": {"unit_amount": "1"}}, "price_overrides.calls.unit_amount"),
         ({"calls": {"tiers": [{"up_to": "5", "unit_amount": "1"}]}}, "price_overrides.calls.tiers[0].up_to"),
-        ({"calls": {"tiers": [{"up_to": 5, "unit_amount": "1"}, {"up_to": None}]}}, "price_overrides.calls.tiers[0].up_to"),
+        ({"calls": {"tiers": [{"up_to": 5.0, "unit_amount": "1"}, {"up_to": None}]}}, "price_overrides.calls.tiers[0].up_to"),
         ({"montage": {}}, "price_overrides.montage"),
         ({"montage": "1.05"}, "price_overrides.montage"),
     ],
@@ -424,3 +428,18 @@ def test_price_overrides_refused(overrides, param):
         apply_price_overrides("EUR", offer, overrides)
     assert raised.value.param == param
     assert raised.value.message.startswith(param)
+
+
+def test_counts_take_json_integers_and_decimal_strings():
+    """A whole number may come as a JSON integer or a decimal string, where
+    the contract writes a number (interval_count) or a string (up_to)."""
+    data = body()
+    data.update(interval_count="2", trial_days=14, commitment_months="12", tier_rank="1")
+    data["components"][1].update(package_size=10)
+    data["components"][2].update(included_units=100)
+    data["components"][2]["tiers"][0].update(up_to=1000)
+    offer = parse_offer(data)
+    assert (offer.interval_count, offer.trial_days, offer.commitment_months, offer.tier_rank) == (2, 14, 12, 1)
+    assert offer.components[1].package_size == Decimal(10)
+    assert offer.components[2].included_units == Decimal(100)
+    assert offer.components[2].tiers[0].up_to == Decimal(1000)
