@@ -47,10 +47,10 @@ def _timezone(value: str) -> str:
 Email = Annotated[str, StringConstraints(max_length=320), AfterValidator(_email)]
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$"), AfterValidator(_currency)]
 TimeZone = Annotated[str, StringConstraints(max_length=64), AfterValidator(_timezone)]
-# Stripe's limits: 50 keys of 1 to 40 characters (no square brackets), values up to 500.
-# An empty key is also what DynamoDB refuses as a map key.
+# Stripe's limits: 50 keys of 1 to 40 characters, values up to 500 (an
+# empty key is also what DynamoDB refuses as a map key).
 Metadata = Annotated[
-    dict[Annotated[str, StringConstraints(min_length=1, max_length=40, pattern=r"^[^\[\]]+$")],
+    dict[Annotated[str, StringConstraints(min_length=1, max_length=40)],
          Annotated[str, StringConstraints(max_length=500)]],
     Field(max_length=50),
 ]

@@ -51,7 +51,6 @@ def test_create_returns_the_customer(merchant, published):
         ({**DURAND, "tax_exempt": "yes"}, "tax_exempt"),
         ({**DURAND, "metadata": {"k": 1}}, "metadata.k"),
         ({**DURAND, "metadata": {"": "x"}}, "metadata"),
-        ({**DURAND, "metadata": {"a[1]": "x"}}, "metadata"),
         ({**DURAND, "colour": "blue"}, "colour"),
         ({**DURAND, "external_id": ""}, "external_id"),
     ],
