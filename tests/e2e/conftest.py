@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.e2e.log_secrets import scan
+
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN_KEY = "local-admin-key"
 
@@ -106,6 +108,9 @@ def stage(tmp_path_factory):
     finally:
         if local.process.poll() is None:
             local.stop()
+    # Once every test of the session has used it: no log line holds a secret.
+    leaks = scan(local.state_dir)
+    assert leaks == {}, f"secrets in the local stage's logs: {leaks}"
 
 
 @pytest.fixture(scope="session")

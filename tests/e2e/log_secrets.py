@@ -1,0 +1,53 @@
+"""What must never reach a log line: card numbers, merchants' API keys, and
+the stage's own secrets (Stripe's secret key and webhook secret, the
+operator key, the token signing key). The e2e session scans every log its
+local stage wrote (tests/e2e/conftest.py) once its tests are done."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from infra.local.stage import ADMIN_API_KEY, STRIPE_SECRET_KEY, STRIPE_WEBHOOK_SECRET, TOKEN_SIGNING_KEY
+
+# A merchant's API key: "sk_" and 43 URL-safe characters (services/merchants.py).
+MERCHANT_KEY = re.compile(r"(?<![A-Za-z0-9_-])sk_[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])")
+# A card number: 15 or 16 digits, alone or grouped by spaces or dashes,
+# passing Luhn, with a Visa, Mastercard, Amex or Discover prefix. The fuzzer's
+# random numbers in logged request lines are longer, or fail one of these.
+CARD = re.compile(r"(?<![\d.])(?:\d[ -]?){14,15}\d(?![\d.])")
+CARD_PREFIX = re.compile(r"^(?:4|5[1-5]|2[2-7]|3[47]|6011|65)")
+# Stripe's test cards that the tests type into the payment page or the API.
+TEST_CARDS = ("4242424242424242", "4000000000000341", "4000002760003184")
+STAGE_SECRETS = (STRIPE_SECRET_KEY, STRIPE_WEBHOOK_SECRET, ADMIN_API_KEY, TOKEN_SIGNING_KEY)
+
+
+def luhn(digits: str) -> bool:
+    total = 0
+    for i, digit in enumerate(reversed(digits)):
+        n = int(digit)
+        if i % 2:
+            n = n * 2 - 9 if n > 4 else n * 2
+        total += n
+    return total % 10 == 0
+
+
+def secrets_in(text: str) -> list[str]:
+    """Each secret found in `text`, as `what: the start of it` (never the whole)."""
+    found = [f"{name}: {match.group()[:6]}…" for name, pattern in (("merchant API key", MERCHANT_KEY),)
+             for match in pattern.finditer(text)]
+    for match in CARD.finditer(text):
+        digits = re.sub(r"\D", "", match.group())
+        if (digits in TEST_CARDS or CARD_PREFIX.match(digits)) and luhn(digits):
+            found.append(f"card number: {digits[:4]}…")
+    found += [f"stage secret: {secret[:4]}…" for secret in STAGE_SECRETS if secret in text]
+    return found
+
+
+def scan(directory: Path) -> dict[str, list[str]]:
+    """log file name -> the secrets in it, for every `*.log` under `directory`."""
+    leaks = {}
+    for log in sorted(directory.glob("*.log")):
+        found = secrets_in(log.read_text(errors="replace"))
+        if found:
+            leaks[log.name] = sorted(set(found))
+    return leaks

@@ -1,0 +1,29 @@
+"""The scan of the local stage's logs (tests/e2e/log_secrets.py) finds what
+must never be logged, and not the numbers a log line legitimately holds."""
+from tests.e2e.log_secrets import luhn, secrets_in
+
+KEY = "sk_" + "Ab3-_" * 8 + "xyz"  # 43 characters after "sk_", as services/merchants.py makes them
+
+
+def test_luhn():
+    assert luhn("4242424242424242") and luhn("378282246310005")
+    assert not luhn("4242424242424241")
+
+
+def test_card_numbers_plain_or_grouped_are_found():
+    assert secrets_in("card=4242424242424242") == ["card number: 4242…"]
+    assert secrets_in("4000 0000 0000 0341") == ["card number: 4000…"]
+    assert secrets_in("amex 3782-822463-10005") == ["card number: 3782…"]
+
+
+def test_times_ids_and_long_numbers_are_not_cards():
+    assert secrets_in("at 1733500000000 seq 360391103591888448 amount 4242.42 id inv_01m976z4ageynbatd6") == []
+    assert secrets_in("4242424242424241") == []  # fails Luhn
+
+
+def test_keys_and_stage_secrets_are_found_and_never_echoed_whole():
+    found = secrets_in(f"Authorization: Bearer {KEY} webhook whsec_local")
+    assert found == ["merchant API key: sk_Ab3…", "stage secret: whse…"]
+    assert all(KEY not in line for line in found)
+    # A key's prefix (the history's actor, "merchant:sk_Ab3-_Ab3") is not the key.
+    assert secrets_in("actor merchant:sk_Ab3-_Ab3") == []
