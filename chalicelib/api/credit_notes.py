@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from chalice import Blueprint, Response
+from chalice import Blueprint
 from pydantic import BaseModel, Field, StringConstraints
 
 from chalicelib.api.fields import STRICT
-from chalicelib.api.http import Call, endpoint, listing
+from chalicelib.api.http import Call, endpoint, listing, pdf_response
 from chalicelib.domain.catalog import PositiveAmount
 from chalicelib.domain.errors import InvalidRequest
 from chalicelib.services import credit_notes
@@ -71,12 +71,5 @@ def get_credit_note(call: Call, credit_note_id: str):
 
 @endpoint(blueprint, "/credit-notes/{credit_note_id}/pdf", response="application/pdf")
 def get_credit_note_pdf(call: Call, credit_note_id: str):
-    accept = (call.request.headers or {}).get("accept", "")
-    if PDF not in accept and "*/*" not in accept:
-        raise InvalidRequest(f"send Accept: {PDF} to receive the credit note as a PDF", param="Accept")
-    document, filename = credit_notes.credit_note_pdf(call.merchant_id, credit_note_id)
-    return Response(
-        body=document,
-        status_code=200,
-        headers={"Content-Type": PDF, "Content-Disposition": f'inline; filename="{filename}"'},
-    )
+    return pdf_response(call, "the credit note as a PDF",
+                        lambda: credit_notes.credit_note_pdf(call.merchant_id, credit_note_id))

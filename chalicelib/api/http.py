@@ -75,6 +75,27 @@ def listing(items: list, next_cursor: str | None) -> dict:
     return {"data": items, "has_more": next_cursor is not None, "next_cursor": next_cursor}
 
 
+PDF = "application/pdf"
+
+
+def require_accept(call: "Call", media_type: str, what: str) -> None:
+    """API Gateway returns a binary body only to a client that accepts it
+    (chalice checks the same): a client that does not is told so in our
+    error format, naming the header."""
+    accept = (call.request.headers or {}).get("accept", "")
+    if media_type not in accept and "*/*" not in accept:
+        raise InvalidRequest(f"send Accept: {media_type} to receive {what}", param="Accept")
+
+
+def pdf_response(call: "Call", what: str, render: Callable[[], tuple[bytes, str]]) -> Response:
+    """A document as a PDF (`render` gives its bytes and file name), to a
+    client that accepts one."""
+    require_accept(call, PDF, what)
+    document, filename = render()
+    return Response(body=document, status_code=200,
+                    headers={"Content-Type": PDF, "Content-Disposition": f'inline; filename="{filename}"'})
+
+
 def to_json(body: Any) -> str:
     return json.dumps(body, default=_json_default, separators=(",", ":"))
 

@@ -3,19 +3,15 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from chalice import Blueprint, Response
+from chalice import Blueprint
 from pydantic import BaseModel, StringConstraints
 
 from chalicelib.api.fields import STRICT
+from chalicelib.api.http import Call, endpoint, listing, pdf_response
 from chalicelib.domain.catalog import Instant, PositiveAmount
-
-from chalicelib.api.http import Call, endpoint, listing
-from chalicelib.domain.errors import InvalidRequest
 from chalicelib.services import invoice_actions, invoices
 
 blueprint = Blueprint(__name__)
-
-PDF = "application/pdf"
 
 
 @endpoint(blueprint, "/invoices", response="InvoiceList")
@@ -38,17 +34,7 @@ def get_invoice(call: Call, invoice_id: str):
 
 @endpoint(blueprint, "/invoices/{invoice_id}/pdf", response="application/pdf")
 def get_invoice_pdf(call: Call, invoice_id: str):
-    # API Gateway returns a binary body only to a client that accepts it
-    # (chalice checks the same): say so in our own error format.
-    accept = (call.request.headers or {}).get("accept", "")
-    if PDF not in accept and "*/*" not in accept:
-        raise InvalidRequest(f"send Accept: {PDF} to receive the invoice as a PDF", param="Accept")
-    document, filename = invoices.invoice_pdf(call.merchant_id, invoice_id)
-    return Response(
-        body=document,
-        status_code=200,
-        headers={"Content-Type": PDF, "Content-Disposition": f'inline; filename="{filename}"'},
-    )
+    return pdf_response(call, "the invoice as a PDF", lambda: invoices.invoice_pdf(call.merchant_id, invoice_id))
 
 
 @endpoint(blueprint, "/invoices/{invoice_id}/pay", methods=("POST",), response="Invoice")

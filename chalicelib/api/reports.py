@@ -3,8 +3,7 @@ from __future__ import annotations
 
 from chalice import Blueprint, Response
 
-from chalicelib.api.http import Call, endpoint
-from chalicelib.domain.errors import InvalidRequest
+from chalicelib.api.http import Call, endpoint, require_accept
 from chalicelib.services import reports
 
 blueprint = Blueprint(__name__)
@@ -26,12 +25,8 @@ def usage_report(call: Call):
 
 @endpoint(blueprint, "/exports/invoices.csv", response=CSV)
 def invoices_csv(call: Call):
-    # A binary body (API Gateway base64-encodes it) is only returned to a
-    # client that accepts it, as for the invoice PDF.
+    require_accept(call, CSV, "the export")
     headers = call.request.headers or {}
-    accept = headers.get("accept", "")
-    if CSV not in accept and "*/*" not in accept:
-        raise InvalidRequest(f"send Accept: {CSV} to receive the export", param="Accept")
     compress = "gzip" in headers.get("accept-encoding", "")
     month = call.query("month")
     body = reports.invoice_export(call.merchant_id, month, compress=compress)
