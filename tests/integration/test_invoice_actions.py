@@ -204,6 +204,42 @@ def test_a_second_payment_of_a_paid_invoice_is_refunded_once(merchant, clock):
     assert merchant.get(f"/invoices/{first['id']}").json["amount_paid"] == "58.80"
 
 
+class RefundsDownOnce:
+    """Stripe unreachable for the first refund asked, as it answers after."""
+
+    def __init__(self):
+        self.asked = 0
+
+    def __getattr__(self, name):
+        return getattr(payments, name)
+
+    def refund(self, *args, **kwargs):
+        self.asked += 1
+        if self.asked == 1:
+            raise payments.Unavailable("create refund: Stripe did not answer")
+        return payments.refund(*args, **kwargs)
+
+
+def test_a_stray_refund_that_stripe_did_not_answer_is_made_once_on_the_next_delivery(merchant, clock, gateway):
+    customer_id = new_customer(merchant)
+    sub = subscribe(merchant, customer_id, simple_offer(merchant), start_at=iso(NOV_1))
+    [first] = invoices_of(merchant, sub["id"])
+    record = collecting.customer_of(merchant.merchant["id"], customer_id)
+    second = payments.charge_invoice(
+        invoice_id=first["id"], merchant_id=merchant.merchant["id"], attempt=2, amount=Decimal("58.80"),
+        currency="EUR", stripe_customer_id=record.stripe_customer_id,
+        payment_method_id=record.card()["payment_method_id"])
+    intent = payments._client().v1.payment_intents.retrieve(second.id).to_dict()
+    stripe = gateway(RefundsDownOnce())
+    with pytest.raises(payments.Unavailable):  # the webhook answers 5xx: Stripe delivers it again
+        collecting.reconcile_payment(intent)
+    assert refunds_of(second.id) == []
+    collecting.reconcile_payment(intent)
+    collecting.reconcile_payment(intent)
+    [refund] = refunds_of(second.id)
+    assert refund["amount"] == 5880 and stripe.asked == 2
+
+
 # ---------------------------------------------------------------------------
 # Late usage after a cancellation
 
