@@ -6,21 +6,25 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAGE ?= dev
 
-.PHONY: install system-deps run simulate test test-unit test-integration test-e2e bench bench-billing-large package deploy clean openapi
+.PHONY: install system-deps run simulate audit-deps test test-unit test-integration test-e2e load crash bench bench-billing-large package deploy clean openapi
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check 'pip<26.3'
+	$(PY) -m pip install --quiet --disable-pip-version-check 'pip>=23.3,<26.3'
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
 install: $(VENV)/.installed
 
-# Debian packages the tests use: Chromium for the payment-page test.
+# Debian packages the tests use: Chromium for the payment-page test,
+# poppler-utils' pdftoppm to render the invoices' pages as PNG.
 system-deps:
 	@command -v chromium >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
 	  else echo "install Debian's chromium (sudo apt-get install chromium) for the browser test" >&2; exit 1; fi; }
+	@command -v pdftoppm >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends poppler-utils >/dev/null; \
+	  else echo "install Debian's poppler-utils (sudo apt-get install poppler-utils) for the invoice rendering test" >&2; exit 1; fi; }
 
 run: install
 	$(PY) -m infra.local.stage
@@ -32,7 +36,12 @@ simulate: install
 	@test -n "$(MERCHANT)" || { echo "usage: make simulate MERCHANT=mer_... [DEVICES=3]" >&2; exit 2; }
 	$(PY) -m infra.local.simulator --devices $(DEVICES) --merchant $(MERCHANT)
 
-test: install system-deps
+# Known vulnerabilities in what the locked requirements install: pip-audit
+# against PyPI, else the PyPA advisory database kept in tests/dependency_audit/.
+audit-deps: install
+	$(PY) -m tests.dependency_audit.run
+
+test: install system-deps audit-deps
 	$(PY) -m pytest
 
 test-unit: install
@@ -43,6 +52,22 @@ test-integration: install
 
 test-e2e: install system-deps
 	$(PY) -m pytest tests/e2e
+
+# The load run (tests/load/run.py): LOAD_DEVICES machines publishing over MQTT
+# for LOAD_SECONDS, duplicates, readings out of order and resets among them,
+# while a billing run and API traffic go on; every total checked exactly.
+# Figures in test-artifacts/load.json (docs/reliability.md).
+LOAD_SECONDS ?= 600
+LOAD_DEVICES ?= 1000
+load: install
+	$(PY) -m tests.load.run --seconds $(LOAD_SECONDS) --devices $(LOAD_DEVICES) --output test-artifacts/load.json
+
+# Crashes in a billing run of CRASH_SUBSCRIPTIONS subscriptions (tests/load/crash.py):
+# the driver killed, AWS's stand-in restarted, Stripe frozen; then no invoice
+# twice, no charge twice, gapless numbers. Figures in test-artifacts/crash.json.
+CRASH_SUBSCRIPTIONS ?= 2000
+crash: install
+	$(PY) -m tests.load.crash --subscriptions $(CRASH_SUBSCRIPTIONS) --settle --output test-artifacts/crash.json
 
 # Every benchmark of tests/bench (rating, ingestion, billing, API, package and
 # cold imports), the cost model; writes docs/performance.md and

@@ -16,6 +16,12 @@ from chalicelib.api import devices, usage
 from chalicelib.api import invoices, credit_notes
 from chalicelib.api import reports
 from chalicelib.api import reference
+from chalicelib.api import audit
+from chalicelib.api import staff
+from chalicelib.web import console_auth, console_home
+from chalicelib.web import console_customers, console_customer_page
+from chalicelib.web import console_offers, console_reports, console_settings
+from chalicelib.web import console_billing, console_invoices
 from chalicelib import jobs
 from chalicelib.config import settings
 
@@ -35,6 +41,17 @@ app.register_blueprint(invoices.blueprint)
 app.register_blueprint(credit_notes.blueprint)
 app.register_blueprint(reports.blueprint)
 app.register_blueprint(reference.blueprint)
+app.register_blueprint(audit.blueprint)
+app.register_blueprint(staff.blueprint)
+app.register_blueprint(console_auth.blueprint)
+app.register_blueprint(console_home.blueprint)
+app.register_blueprint(console_customers.blueprint)
+app.register_blueprint(console_customer_page.blueprint)
+app.register_blueprint(console_offers.blueprint)
+app.register_blueprint(console_reports.blueprint)
+app.register_blueprint(console_settings.blueprint)
+app.register_blueprint(console_billing.blueprint)
+app.register_blueprint(console_invoices.blueprint)
 # Invoice PDFs (GET /invoices/{id}/pdf) leave API Gateway as binary.
 app.api.binary_types.append("application/pdf")
 # The accounting export (GET /exports/invoices.csv), gzip-compressed.
@@ -43,10 +60,17 @@ app.api.binary_types.append("text/csv")
 
 # The billing table's stream: the monthly report aggregates (the packager
 # points it at the BillingTable's stream; the ARN here names the table).
-@app.on_dynamodb_record(stream_arn=jobs.REPORT_FEED_STREAM, batch_size=100, starting_position="TRIM_HORIZON",
+@app.on_dynamodb_record(stream_arn=jobs.BILLING_TABLE_STREAM, batch_size=100, starting_position="TRIM_HORIZON",
                         maximum_batching_window_in_seconds=1)
 def report_feed(event):
     return jobs.report_feed(event.to_dict(), event.context)
+
+
+# The same stream, read on its own: the audit trail's entries.
+@app.on_dynamodb_record(stream_arn=jobs.BILLING_TABLE_STREAM, batch_size=100, starting_position="TRIM_HORIZON",
+                        maximum_batching_window_in_seconds=1)
+def audit_feed(event):
+    return jobs.audit_feed(event.to_dict(), event.context)
 
 
 @app.on_sqs_message(queue="UsageQueue", batch_size=100, maximum_batching_window_in_seconds=5)

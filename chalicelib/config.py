@@ -32,10 +32,21 @@ class Settings:
     billing_shards: int
     billing_worker_concurrency: int
     max_body_bytes: int
+    staff_user_pool_id: str
+    staff_user_pool_client_id: str
+    console_session_hours: int
+    # The S3 bucket the e-invoices are dropped in for the merchants'
+    # e-invoicing platforms (services/einvoices.py); empty: no drop.
+    einvoice_bucket: str = ""
 
     @property
     def is_local(self) -> bool:
         return self.stage == "local"
+
+    @property
+    def is_deployed(self) -> bool:
+        """A stage in AWS (dev, prod...), not the local stage or the tests."""
+        return self.stage not in ("local", "test")
 
 
 @lru_cache(maxsize=1)
@@ -69,6 +80,12 @@ def settings() -> Settings:
         billing_worker_concurrency=_within("BILLING_WORKER_CONCURRENCY", env.get("BILLING_WORKER_CONCURRENCY", "25"),
                                            2, 1000),
         max_body_bytes=int(env.get("MAX_BODY_BYTES", str(256 * 1024))),
+        # The Cognito user pool holding the console's staff accounts.
+        staff_user_pool_id=env.get("STAFF_USER_POOL_ID", ""),
+        staff_user_pool_client_id=env.get("STAFF_USER_POOL_CLIENT_ID", ""),
+        # A console session ends this long after sign-in, used or not.
+        console_session_hours=_within("CONSOLE_SESSION_HOURS", env.get("CONSOLE_SESSION_HOURS", "10"), 1, 24),
+        einvoice_bucket=env.get("EINVOICE_BUCKET", ""),
     )
 
 

@@ -11,6 +11,9 @@ boundary; `billing_worker` bills one subscription per message. Dunning is
 the same shape: `dunning_scheduler` finds the invoices whose next payment
 attempt is due and enqueues them on the same queue, so every charge goes
 through the workers whose concurrency is capped for Stripe's rate limit.
+
+What each job writes is attributed to it (`system:<job>`, chalicelib.actor)
+in the audit trail.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable
 
+from chalicelib.actor import acting_as, job_actor
 from chalicelib.clock import clock, isoformat
 from chalicelib.observability import logger
 
@@ -44,6 +48,7 @@ class ScheduledJob:
 # -- billing ------------------------------------------------------------------
 
 
+@acting_as(job_actor("billing_scheduler"))
 def billing_scheduler(now: datetime | None = None, inline: bool = False) -> dict:
     """Enqueue every subscription whose next boundary is due by `now`."""
     from chalicelib.services import issuing
@@ -53,6 +58,7 @@ def billing_scheduler(now: datetime | None = None, inline: bool = False) -> dict
     return _dispatch("billing_scheduler", messages, inline)
 
 
+@acting_as(job_actor("dunning_scheduler"))
 def dunning_scheduler(now: datetime | None = None, inline: bool = False) -> dict:
     """Enqueue every open invoice whose next payment attempt is due by `now`
     (a retry after a failure, or a charge whose worker died mid-way)."""
@@ -129,6 +135,7 @@ def handle_billing_message(message: dict) -> dict:
     raise ValueError(f"unknown billing message type {kind!r}")
 
 
+@acting_as(job_actor("billing_worker"))
 def billing_worker(event: dict, context: Any = None) -> dict:
     """The billing queue's consumer: each record alone, failures reported
     per record (ReportBatchItemFailures), so one bad subscription never
@@ -145,6 +152,7 @@ def billing_worker(event: dict, context: Any = None) -> dict:
 # -- usage ingestion -----------------------------------------------------------
 
 
+@acting_as(job_actor("ingest_usage"))
 def ingest_usage(event: dict, context: Any = None) -> dict:
     """The usage queue's consumer: device counters from the IoT rule (or the
     local MQTT bridge), a batch at a time.
@@ -228,6 +236,7 @@ def usage_dead_letter_queue_url(source_arn: str = "") -> str:
 # -- alerts ----------------------------------------------------------------------
 
 
+@acting_as(job_actor("card_expiry_scan"))
 def card_expiry_scan(now: datetime | None = None, inline: bool = False) -> dict:
     """The daily alerts job: cards expiring this month or next (their
     customers' e-mails and the merchants' digests), and every alert e-mail
@@ -237,6 +246,7 @@ def card_expiry_scan(now: datetime | None = None, inline: bool = False) -> dict:
     return alerts.scan_expiring_cards(now or clock().now(), inline)
 
 
+@acting_as(job_actor("send_notifications"))
 def send_notifications(event: dict, context: Any = None) -> dict:
     """The notifications queue's consumer: one alert or digest per record,
     each e-mailed through SES; a record whose e-mail was not sent (the
@@ -252,6 +262,7 @@ def send_notifications(event: dict, context: Any = None) -> dict:
     return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
 
 
+@acting_as(job_actor("mail_feedback"))
 def mail_feedback(event: dict, context: Any = None) -> dict:
     """The mail feedback queue's consumer: what SES reported about alert
     e-mails after accepting them (bounces, complaints, rejections), one
@@ -292,29 +303,31 @@ def run_scheduled(name: str) -> dict:
     return scheduled_job(name).run(clock().now(), False)
 
 
-def run_jobs_fallen_due(before: datetime, now: datetime) -> list[dict]:
+def run_jobs_fallen_due(before: datetime, now: datetime, inline: bool = True) -> list[dict]:
     """The local clock moved from `before` to `now`: run, in this process,
     every scheduled job one of whose ticks (multiples of its rate since the
     epoch, as EventBridge's rate rules fire) fell in (before, now], once
     each (the jobs catch up on everything due by `now`), and say what each
-    did."""
+    did. `inline=False`: each job enqueues its work as in AWS, for the
+    queues' consumers."""
     ran = []
     for job in SCHEDULED_JOBS:
         period = job.minutes * 60
         if int(now.timestamp() // period) > int(before.timestamp() // period):
-            ran.append({"name": job.name, "at": isoformat(now), "result": job.run(now, True)})
+            ran.append({"name": job.name, "at": isoformat(now), "result": job.run(now, inline)})
     return ran
 
 
 # -- reports ---------------------------------------------------------------------
 
 
-# The event source of report_feed as chalice sees it: names the template's
-# table (logical id); the packager replaces it with that table's StreamArn,
-# as it replaces a queue's name with the queue's ARN.
-REPORT_FEED_STREAM = "arn:aws:dynamodb:::table/BillingTable/stream/packaged"
+# The event source of report_feed and audit_feed as chalice sees it: names
+# the template's table (logical id); the packager replaces it with that
+# table's StreamArn, as it replaces a queue's name with the queue's ARN.
+BILLING_TABLE_STREAM = "arn:aws:dynamodb:::table/BillingTable/stream/packaged"
 
 
+@acting_as(job_actor("report_feed"))
 def report_feed(event: dict, context: Any = None) -> dict:
     """The billing table stream's consumer: the monthly report aggregates
     (services/reports.py says why a stream). Failures are reported from the
@@ -323,4 +336,18 @@ def report_feed(event: dict, context: Any = None) -> dict:
     from chalicelib.services import reports
 
     failed = reports.feed_reports(event.get("Records", []))
+    return {"batchItemFailures": [{"itemIdentifier": sequence} for sequence in failed]}
+
+
+# -- audit trail -------------------------------------------------------------------
+
+
+@acting_as(job_actor("audit_feed"))
+def audit_feed(event: dict, context: Any = None) -> dict:
+    """The billing table stream's second consumer: one audit entry per change
+    of an audited record (services/audit.py). Failures are reported from the
+    first failed record on, as report_feed does."""
+    from chalicelib.services import audit
+
+    failed = audit.feed_audit(event.get("Records", []))
     return {"batchItemFailures": [{"itemIdentifier": sequence} for sequence in failed]}

@@ -7,7 +7,7 @@ from chalice import Blueprint
 from pydantic import BaseModel, Field, StringConstraints
 
 from chalicelib.api.fields import STRICT
-from chalicelib.api.http import Call, endpoint, listing, pdf_response
+from chalicelib.api.http import XML, Call, endpoint, listing, pdf_response, xml_response
 from chalicelib.domain.catalog import PositiveAmount
 from chalicelib.domain.errors import InvalidRequest
 from chalicelib.services import credit_notes
@@ -73,3 +73,19 @@ def get_credit_note(call: Call, credit_note_id: str):
 def get_credit_note_pdf(call: Call, credit_note_id: str):
     return pdf_response(call, "the credit note as a PDF",
                         lambda: credit_notes.credit_note_pdf(call.merchant_id, credit_note_id))
+
+
+@endpoint(blueprint, "/credit-notes/{credit_note_id}/facturx.pdf", response="application/pdf")
+def get_credit_note_facturx(call: Call, credit_note_id: str):
+    from chalicelib.services import einvoices
+
+    return pdf_response(call, "the credit note as Factur-X",
+                        lambda: einvoices.credit_note_facturx(call.merchant_id, credit_note_id))
+
+
+@endpoint(blueprint, "/credit-notes/{credit_note_id}/ubl.xml", response=XML)
+def get_credit_note_ubl(call: Call, credit_note_id: str):
+    from chalicelib.services import einvoices
+
+    return xml_response(call, "the credit note as UBL",
+                        lambda: einvoices.credit_note_ubl(call.merchant_id, credit_note_id))

@@ -8,6 +8,7 @@ from pydantic import AfterValidator, BaseModel, StringConstraints
 
 from chalicelib.api.fields import STRICT, Email, Locale, Metadata, Name
 from chalicelib.api.http import Call, endpoint, listing
+from chalicelib.api.legal_fields import CUSTOMER_LEGAL_FIELDS, CustomerLegalFields
 from chalicelib.domain.errors import InvalidRequest
 from chalicelib.services import customers
 
@@ -26,7 +27,7 @@ Country = Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$"), AfterValidato
 ExternalId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 
 
-class CustomerFields(BaseModel):
+class CustomerFields(CustomerLegalFields):
     model_config = STRICT
 
     name: Name | None = None
@@ -38,11 +39,13 @@ class CustomerFields(BaseModel):
     metadata: Metadata | None = None
 
     def changes(self) -> dict:
-        """What the request sets; an explicit null clears external_id or
-        locale and is refused for the other fields."""
+        """What the request sets; an explicit null clears external_id,
+        locale, address or vat_number and is refused for the other fields."""
         changes = self.model_dump(exclude_unset=True)
+        if changes.get("address") is not None:
+            changes["address"] = self.address.model_dump(exclude_none=True)
         for name, value in changes.items():
-            if value is None and name not in ("external_id", "locale"):
+            if value is None and name not in ("external_id", "locale", *CUSTOMER_LEGAL_FIELDS):
                 raise InvalidRequest(f"{name}: cannot be null", param=name)
         return changes
 

@@ -45,6 +45,8 @@ def _timezone(value: str) -> str:
 
 
 Email = Annotated[str, StringConstraints(max_length=320), AfterValidator(_email)]
+# Cognito's own policy decides what a good password is; this only bounds it.
+Password = Annotated[str, StringConstraints(min_length=8, max_length=256)]
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$"), AfterValidator(_currency)]
 TimeZone = Annotated[str, StringConstraints(max_length=64), AfterValidator(_timezone)]
 # Stripe's limits: 50 keys of 1 to 40 characters, values up to 500 (an

@@ -18,6 +18,8 @@ from typing import Any, Callable, TypeVar
 from chalice import Blueprint, Response
 from pydantic import BaseModel, ValidationError
 
+from chalicelib import actor as actor_names
+from chalicelib.actor import acting_as
 from chalicelib.config import settings
 from chalicelib.domain.errors import (
     BillingError,
@@ -94,6 +96,21 @@ def pdf_response(call: "Call", what: str, render: Callable[[], tuple[bytes, str]
     document, filename = render()
     return Response(body=document, status_code=200,
                     headers={"Content-Type": PDF, "Content-Disposition": f'inline; filename="{filename}"'})
+
+
+XML = "application/xml"
+
+
+def xml_response(call: "Call", what: str, render: Callable[[], tuple[bytes, str]]) -> Response:
+    """A document as XML (`render` gives its UTF-8 bytes and file name), to a
+    client that accepts it (`application/xml`, `text/xml` or anything)."""
+    accept = (call.request.headers or {}).get("accept", "")
+    if "text/xml" not in accept:
+        require_accept(call, XML, what)
+    document, filename = render()
+    return Response(body=document.decode("utf-8"), status_code=200,
+                    headers={"Content-Type": f"{XML}; charset=utf-8",
+                             "Content-Disposition": f'inline; filename="{filename}"'})
 
 
 def to_json(body: Any) -> str:
@@ -187,11 +204,15 @@ def endpoint(
     status: int = 200,
     content_types: list[str] | None = None,
     response: str | None = None,
+    actor: str = actor_names.CUSTOMER,
 ) -> Callable:
     """Register `view(call, **path_params)` as a route.
 
     `auth` is "merchant" (a merchant API key), "operator" (the platform key,
-    /admin/*) or "public". A view returns a JSON-able body (sent with
+    /admin/*) or "public". What the request writes is attributed
+    (chalicelib.actor) to the key (`key:<prefix>`), to `operator`, or for a
+    public route to `actor` (the payment page's `customer`, the Stripe
+    webhook's `stripe`). A view returns a JSON-able body (sent with
     `status`) or a chalice Response of its own (HTML, PDF). `response` names
     the answer's model in chalicelib/api/responses.py (or a media type such
     as "application/pdf"); the request's model is the one the view passes to
@@ -207,11 +228,11 @@ def endpoint(
             logger.append_keys(request_id=request_id)
             call = Call(request=request, request_id=request_id)
             try:
-                _authenticate(call, auth)
-                idempotency_key = (request.headers or {}).get("idempotency-key")
-                if request.method == "POST" and idempotency_key is not None and auth != "public":
-                    return _idempotent(call, idempotency_key, lambda: _run(view, call, path_params, status))
-                return _run(view, call, path_params, status)
+                with acting_as(_authenticate(call, auth) or actor):
+                    idempotency_key = (request.headers or {}).get("idempotency-key")
+                    if request.method == "POST" and idempotency_key is not None and auth != "public":
+                        return _idempotent(call, idempotency_key, lambda: _run(view, call, path_params, status))
+                    return _run(view, call, path_params, status)
             except BillingError as error:  # authentication, idempotency
                 return error_response(error, request_id)
             except Exception as error:
@@ -240,14 +261,21 @@ def _throttled(error: Exception) -> bool:
     return is_throttled(error)
 
 
-def _authenticate(call: Call, auth: str) -> None:
+def _authenticate(call: Call, auth: str) -> str | None:
+    """Check the caller's key; returns who the request acts for (the key by
+    its public prefix, never the key), or None for a public route."""
     from chalicelib.services import merchants
 
     if auth == "merchant":
-        call.merchant_id = merchants.authenticate_merchant(bearer_key(call.request))
-        logger.append_keys(merchant_id=call.merchant_id)
-    elif auth == "operator":
+        key = bearer_key(call.request)
+        call.merchant_id = merchants.authenticate_merchant(key)
+        actor = actor_names.key_actor(merchants.key_prefix(key))
+        logger.append_keys(merchant_id=call.merchant_id, actor=actor)
+        return actor
+    if auth == "operator":
         merchants.authenticate_operator(bearer_key(call.request))
+        return actor_names.OPERATOR
+    return None
 
 
 def _run(view: Callable, call: Call, path_params: dict, status: int) -> Response:
@@ -322,11 +350,33 @@ def _idempotent(call: Call, key: str, run: Callable[[], Response]) -> Response:
             "this Idempotency-Key was used with another request", code="idempotency_mismatch"
         ) from None
     except IdempotencyAlreadyInProgressError:
-        raise Conflict("a request with this Idempotency-Key is still in progress; retry shortly") from None
+        raise KeyInProgress("a request with this Idempotency-Key is still in progress; retry shortly") from None
     headers = dict(answer["headers"])
     if not executed:
         headers["Idempotent-Replayed"] = "true"
     return Response(body=answer["body"], status_code=answer["status"], headers=headers)
+
+
+class KeyInProgress(Conflict):
+    """A request with the same Idempotency-Key has not answered yet."""
+
+
+def once_per_key(call, key: str, run: Callable[[], Response], *, wait_seconds: float = 0.0) -> Response:
+    """The Idempotency-Key mechanism for another face of the API (the
+    console's one-time form tokens): `run` once per key and caller, its
+    answer replayed to the same request sent again. `call` has `request`
+    and `merchant_id` (an api Call, a console Visit). A request that finds
+    the first one still running waits for its answer up to `wait_seconds`."""
+    import time
+
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            return _idempotent(call, key, run)
+        except KeyInProgress:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.2)
 
 
 class _NotKept(Exception):

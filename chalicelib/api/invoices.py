@@ -7,7 +7,7 @@ from chalice import Blueprint
 from pydantic import BaseModel, StringConstraints
 
 from chalicelib.api.fields import STRICT
-from chalicelib.api.http import Call, endpoint, listing, pdf_response
+from chalicelib.api.http import XML, Call, endpoint, listing, pdf_response, xml_response
 from chalicelib.domain.catalog import Instant, PositiveAmount
 from chalicelib.services import invoice_actions, invoices
 
@@ -35,6 +35,21 @@ def get_invoice(call: Call, invoice_id: str):
 @endpoint(blueprint, "/invoices/{invoice_id}/pdf", response="application/pdf")
 def get_invoice_pdf(call: Call, invoice_id: str):
     return pdf_response(call, "the invoice as a PDF", lambda: invoices.invoice_pdf(call.merchant_id, invoice_id))
+
+
+@endpoint(blueprint, "/invoices/{invoice_id}/facturx.pdf", response="application/pdf")
+def get_invoice_facturx(call: Call, invoice_id: str):
+    from chalicelib.services import einvoices
+
+    return pdf_response(call, "the invoice as Factur-X",
+                        lambda: einvoices.invoice_facturx(call.merchant_id, invoice_id))
+
+
+@endpoint(blueprint, "/invoices/{invoice_id}/ubl.xml", response=XML)
+def get_invoice_ubl(call: Call, invoice_id: str):
+    from chalicelib.services import einvoices
+
+    return xml_response(call, "the invoice as UBL", lambda: einvoices.invoice_ubl(call.merchant_id, invoice_id))
 
 
 @endpoint(blueprint, "/invoices/{invoice_id}/pay", methods=("POST",), response="Invoice")

@@ -17,6 +17,9 @@ blueprint = Blueprint(__name__)
 class ClockMove(BaseModel):
     model_config = STRICT
     now: str
+    # False: each job that fell due does what its EventBridge rule makes it
+    # do in AWS (enqueue its work), and the driver's workers do the work.
+    inline: bool = True
 
 
 @endpoint(blueprint, "/_local/clock", methods=("POST",), auth="operator", response="ClockMoved")
@@ -35,8 +38,9 @@ def move_clock(call: Call):
     before = clock().now()
     now = clock().move_to(target)
     # Every scheduled job that fell due while the clock moved runs here, its
-    # queue messages handled in this process, so the answer says what is done.
-    return {"now": isoformat(now), "jobs": jobs.run_jobs_fallen_due(before, now)}
+    # queue messages handled in this process, so the answer says what is done
+    # (unless `inline` is false: then it says what was enqueued).
+    return {"now": isoformat(now), "jobs": jobs.run_jobs_fallen_due(before, now, inline=body.inline)}
 
 
 @endpoint(blueprint, "/_local/clock", auth="operator", response="Clock")

@@ -6,8 +6,9 @@ from typing import Annotated
 from chalice import Blueprint
 from pydantic import BaseModel, Field, StringConstraints, model_validator
 
-from chalicelib.api.fields import STRICT, CountryCode, Currency, Email, Locale, Name, Percent, TimeZone
+from chalicelib.api.fields import STRICT, CountryCode, Currency, Email, Locale, Name, Password, Percent, TimeZone
 from chalicelib.api.http import Call, endpoint
+from chalicelib.api.legal_fields import MERCHANT_LEGAL_FIELDS, MerchantLegalFields, legal_changes
 from chalicelib.domain.whole_numbers import count_field
 from chalicelib.services import merchants
 
@@ -17,7 +18,7 @@ InvoicePrefix = Annotated[str, StringConstraints(pattern=r"^[A-Z0-9]{1,10}$")]
 RetryDays = Annotated[list[count_field(1, 60)], Field(max_length=10)]
 
 
-class MerchantFields(BaseModel):
+class MerchantFields(MerchantLegalFields):
     model_config = STRICT
 
     name: Name | None = None
@@ -37,17 +38,32 @@ class MerchantFields(BaseModel):
         return self
 
     def changes(self) -> dict:
-        return self.model_dump(exclude_unset=True, exclude_none=True)
+        """What the request sets (a null leaves a setting as it is, and
+        clears a legal field)."""
+        return {**self.model_dump(exclude_unset=True, exclude_none=True),
+                **legal_changes(self, MERCHANT_LEGAL_FIELDS)}
 
 
 class NewMerchant(MerchantFields):
     name: Name
     default_currency: Currency
+    # The first console user, an owner (the password only on the local stage).
+    owner_email: Email | None = None
+    owner_password: Password | None = None
+
+    @model_validator(mode="after")
+    def _password_with_email(self):
+        if self.owner_password is not None and self.owner_email is None:
+            raise ValueError("owner_password needs owner_email")
+        return self
 
 
 @endpoint(blueprint, "/admin/merchants", methods=("POST",), auth="operator", status=201, response="MerchantWithKey")
 def create_merchant(call: Call):
-    return merchants.create_merchant(call.body(NewMerchant).changes())
+    body = call.body(NewMerchant)
+    owner = (body.owner_email, body.owner_password) if body.owner_email else None
+    return merchants.create_merchant(body.model_dump(exclude_unset=True, exclude_none=True,
+                                                     exclude={"owner_email", "owner_password"}), owner)
 
 
 @endpoint(blueprint, "/merchant", response="Merchant")

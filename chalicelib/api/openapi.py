@@ -44,7 +44,12 @@ AUTH = {
     "merchant": [{"merchantKey": []}],
     "operator": [{"operatorKey": []}],
     "public": [],
+    "staff": [{"consoleSession": []}],
 }
+# A console page's form (chalicelib/web/pages.py): inputs named by the API's
+# paths, validated by the API's own models once rebuilt.
+FORM_BODY = {"application/x-www-form-urlencoded": {
+    "schema": {"type": "object", "additionalProperties": {"type": "string"}}}}
 
 
 def document(app, *, server: str | None = None) -> dict:
@@ -86,6 +91,8 @@ def document(app, *, server: str | None = None) -> dict:
             "securitySchemes": {
                 "merchantKey": {"type": "http", "scheme": "bearer", "description": "a merchant API key (sk_...)"},
                 "operatorKey": {"type": "http", "scheme": "bearer", "description": "the platform operator key"},
+                "consoleSession": {"type": "apiKey", "in": "cookie", "name": "console_session",
+                                   "description": "a staff member's console session (sign in at /console/login)"},
             },
         },
     }
@@ -157,7 +164,7 @@ def _operation(route: Route, body, answer, refs) -> dict:
         if name in QUERY_DESCRIPTIONS:
             parameter["description"] = QUERY_DESCRIPTIONS[name]
         parameters.append(parameter)
-    if route.method == "POST" and route.auth != "public":
+    if route.method == "POST" and route.auth not in ("public", "staff") and not _is_page(route):
         parameters.append({
             "name": "Idempotency-Key", "in": "header", "required": False,
             "description": "the same key with the same body within 24 h replays the first answer",
@@ -165,7 +172,9 @@ def _operation(route: Route, body, answer, refs) -> dict:
         })
     if parameters:
         operation["parameters"] = parameters
-    if body is not None:
+    if _is_page(route) and route.method == "POST":
+        operation["requestBody"] = {"required": False, "content": FORM_BODY}
+    elif body is not None:
         operation["requestBody"] = {
             # No body is read as `{}` (http.Call.body): needed only when a field is.
             "required": any(field.is_required() for field in body.model_fields.values()),
@@ -186,17 +195,24 @@ def _responses(route: Route, answer, refs) -> dict:
     if route.status != 200 and _answers_200_too(route.view):
         responses["200"] = {"description": "The same object, already there", "content": success}
     for status, description in ERRORS.items():
-        if status == 401 and route.auth == "public":
+        if status == 401 and route.auth in ("public", "staff"):
             continue
         if answer == "text/html":
             # The payment page answers its own errors as pages a customer reads.
             responses[str(status)] = {"description": description, "content": success}
         else:
             responses[str(status)] = {"$ref": f"#/components/responses/{status}"}
-    if answer == "text/html":
+    if _is_page(route):
+        responses["303"] = {"description": "Elsewhere: the sign-in page, or the page after a form"}
+    elif answer == "text/html":
         responses["410"] = {"description": "The link has expired", "content": success}
         responses["503"] = {"description": "The payment service is unavailable", "content": success}
     return responses
+
+
+def _is_page(route: Route) -> bool:
+    """A console page (chalicelib/web): HTML for a person, forms in."""
+    return route.path.startswith("/console")
 
 
 def _summary(route: Route) -> str:
@@ -222,7 +238,7 @@ def _is_call_method(node: ast.Call, name: str) -> bool:
     func = node.func
     return (
         isinstance(func, ast.Attribute) and func.attr == name
-        and isinstance(func.value, ast.Name) and func.value.id == "call"
+        and isinstance(func.value, ast.Name) and func.value.id in ("call", "visit")
     )
 
 

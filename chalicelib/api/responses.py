@@ -53,6 +53,17 @@ class KeyPrefix(_Answer):
     prefix: str
 
 
+class Address(_Answer):
+    """Stripe's address shape."""
+
+    line1: str
+    line2: str | None = None
+    postal_code: str
+    city: str
+    state: str | None = None
+    country: str
+
+
 class Merchant(_Answer):
     id: str = Field(examples=["mer_01jd3k5r8v6m2q9w4x7y0z1a2b"])
     object: Literal["merchant"]
@@ -64,6 +75,14 @@ class Merchant(_Answer):
     dunning_retry_days: list[int]
     locale: str
     timezone: str
+    legal_name: str | None = Field(description="the registered name its invoices carry (else `name`)")
+    address: Address | None
+    siren: str | None = Field(description="French companies: the 9-digit SIREN")
+    company_id: str | None = Field(description="outside France: the company's registration number")
+    vat_number: str | None
+    legal_form: str | None = Field(examples=["SAS"])
+    share_capital: Money | None = Field(description="in `default_currency`")
+    registration: str | None = Field(examples=["RCS Paris B 732 829 320"])
     api_keys: list[KeyPrefix]
     created_at: Time
 
@@ -80,6 +99,18 @@ class ApiKey(_Answer):
 
 class RevokedKey(_Answer):
     prefix: str
+    deleted: Literal[True]
+
+
+class StaffUser(_Answer):
+    object: Literal["staff_user"]
+    email: str
+    role: Literal["owner", "staff", "viewer"]
+    created_at: Time
+
+
+class RemovedStaffUser(_Answer):
+    email: str
     deleted: Literal[True]
 
 
@@ -131,6 +162,9 @@ class Customer(_Answer):
     external_id: str | None
     locale: str | None
     tax_exempt: bool
+    address: Address | None
+    vat_number: str | None = Field(description="a business customer's VAT number; one of another EU member "
+                                               "state than the merchant's makes its invoices reverse-charge")
     metadata: dict[str, str]
     default_payment_method: Card | None
     credit_balances: dict[str, Money] = Field(description="credit per currency, used first by the next invoices")
@@ -164,6 +198,22 @@ class HistoryEntry(_Answer):
     actor: str
     before: dict[str, Any] | None
     after: dict[str, Any] | None
+    reason: str | None = Field(default=None, description="why, when the change was given one")
+
+
+class AuditEntry(_Answer):
+    id: str = Field(examples=["aud_01jd3k5r8v6m2q9w4x7y0z1a2b"])
+    object: Literal["audit_entry"]
+    entity_type: str = Field(description="merchant, offer, offer_version, customer, subscription, invoice, "
+                             "credit_note, device or staff_user")
+    entity_id: str
+    customer_id: str | None = Field(description="the customer the entity belongs to, if any")
+    action: Literal["created", "updated", "deleted"]
+    actor: str = Field(description="key:<prefix>, user:<email>, operator, customer, stripe or system:<job>",
+                       examples=["key:sk_Ab3dE6gH"])
+    at: Time
+    before: dict[str, Any] = Field(description="the attributes that changed, as they were")
+    after: dict[str, Any] = Field(description="the same attributes, as they became")
 
 
 class InvoiceLine(_Answer):
@@ -176,6 +226,12 @@ class InvoiceLine(_Answer):
     amount: Money
     period_start: Time | None
     period_end: Time | None
+    label: str | None = Field(default=None, description="the line in the customer's language: the offer's and "
+                                                        "the component's names, and what part of the price it is")
+    offer_code: str | None = None
+    offer_name: str | None = None
+    component_name: str | None = Field(default=None, description="the component's or option's name")
+    unit: str | None = Field(default=None, description="day, week, month, year, period, unit, block, hour or amount")
 
 
 class TaxLine(_Answer):
@@ -419,6 +475,10 @@ class _List(_Answer):
     next_cursor: str | None
 
 
+class StaffUserList(_List):
+    data: list[StaffUser]
+
+
 class OfferList(_List):
     data: list[OfferObject]
 
@@ -433,6 +493,10 @@ class SubscriptionList(_List):
 
 class HistoryList(_List):
     data: list[HistoryEntry]
+
+
+class AuditEntryList(_List):
+    data: list[AuditEntry]
 
 
 class InvoiceList(_List):

@@ -3,13 +3,15 @@ from __future__ import annotations
 
 from chalice import Blueprint
 
+from chalicelib.actor import STRIPE
 from chalicelib.api.http import Call, endpoint
 from chalicelib.services import stripe_webhooks
 
 blueprint = Blueprint(__name__)
 
 
-@endpoint(blueprint, "/webhooks/stripe", methods=("POST",), auth="public", response="WebhookReceived")
+@endpoint(blueprint, "/webhooks/stripe", methods=("POST",), auth="public", response="WebhookReceived",
+          actor=STRIPE)
 def receive(call: Call):
     # The signature covers the exact bytes Stripe sent: never re-encode them.
     request = call.request

@@ -8,8 +8,9 @@ from typing import Annotated, Any, Literal
 from chalice import Blueprint
 from pydantic import BaseModel, Field, StringConstraints
 
+from chalicelib.actor import current_actor
 from chalicelib.api.fields import STRICT, Code, ShortText
-from chalicelib.api.http import Call, bearer_key, endpoint, listing
+from chalicelib.api.http import Call, endpoint, listing
 from chalicelib.domain.catalog import Instant
 from chalicelib.domain.whole_numbers import count_field
 from chalicelib.services import subscriptions
@@ -18,17 +19,16 @@ blueprint = Blueprint(__name__)
 
 ObjectId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 Options = Annotated[list[Code], Field(max_length=20)]
-# The values are checked by the catalog's component models once merged into
-# the component (catalog.apply_price_overrides); the names are bounded here.
+# Keyed by component or option code; the values are checked by the catalog's
+# models once merged into the component or option
+# (price_overrides.apply_price_overrides); the names are bounded here.
 PriceOverrides = Annotated[dict[Code, Annotated[dict[Code, Any], Field(max_length=20)]], Field(max_length=50)]
 
-# A merchant's key is shown by its first characters (`GET /merchant` lists
-# keys by this prefix): the history names the key that made a change.
-KEY_PREFIX_LENGTH = 11
-
-
 def merchant_actor(call: Call) -> str:
-    return f"merchant:{(bearer_key(call.request) or '')[:KEY_PREFIX_LENGTH]}"
+    """Who the history names for a change: the request's actor, as the
+    audit trail does (`key:<prefix>` for an API key, `user:<email>` from
+    the console)."""
+    return current_actor()
 
 
 class PhaseBody(BaseModel):
@@ -59,9 +59,10 @@ class SubscriptionChange(BaseModel):
     options: Options | None = None
     price_overrides: PriceOverrides | None = None
     effective: Literal["immediately", "period_end"]
+    reason: ShortText | None = None
 
     def changes(self) -> dict:
-        changes = self.model_dump(exclude_unset=True)
+        changes = self.model_dump(exclude_unset=True, exclude={"reason"})
         if changes.get("offer_id", "") is None:
             changes.pop("offer_id")
         if changes.get("options", []) is None:
@@ -111,8 +112,9 @@ def get_subscription(call: Call, subscription_id: str):
 
 @endpoint(blueprint, "/subscriptions/{subscription_id}/change", methods=("POST",), response="Subscription")
 def change_subscription(call: Call, subscription_id: str):
-    changes = call.body(SubscriptionChange).changes()
-    return subscriptions.change_subscription(call.merchant_id, subscription_id, changes, merchant_actor(call))
+    body = call.body(SubscriptionChange)
+    return subscriptions.change_subscription(call.merchant_id, subscription_id, body.changes(), merchant_actor(call),
+                                             reason=body.reason)
 
 
 @endpoint(blueprint, "/subscriptions/{subscription_id}/cancel", methods=("POST",), response="Subscription")

@@ -16,12 +16,14 @@ the API's path syntax (`components[1].tiers[0].up_to`):
 
 Subscription-level choices (options, price_overrides) are checked against
 the terms by `check_options` and `apply_price_overrides`; the ladder rule
-across offers is `check_ladder`.
+across offers is `check_ladder`. The rules across fields are in
+terms_rules.py, price overrides in price_overrides.py, ladders in ladder.py;
+their public names are importable from here too.
 """
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timezone
+from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal, Union
 
@@ -37,17 +39,28 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from chalicelib.domain.errors import InvalidRequest, first_validation_problem, invalid_request_from_validation_error
+from chalicelib.domain.errors import InvalidRequest, invalid_request_from_validation_error
 from chalicelib.domain.money import (
     MAX_DECIMAL_TEXT,
     MAX_UNIT_DECIMALS,
     decimal_from_text,
     format_decimal,
     is_known_currency,
-    minor_units,
 )
 from chalicelib.domain.periods import Interval, bounded_instant
 from chalicelib.domain.whole_numbers import count_field, with_integers
+
+# The catalog's rules, price overrides and ladders live in their own modules;
+# their public names are the catalog's too.
+from chalicelib.domain.ladder import cheapest_cover, check_ladder, flat_price  # noqa: F401
+from chalicelib.domain.price_overrides import (  # noqa: F401
+    OPTION_OVERRIDABLE,
+    OVERRIDABLE,
+    apply_option_overrides,
+    apply_price_overrides,
+    priced_terms,
+)
+from chalicelib.domain.terms_rules import check_component, unique, validate_terms  # noqa: F401
 
 # ---------------------------------------------------------------------------
 # Field types
@@ -169,6 +182,8 @@ class FlatComponent(BaseModel):
 
     code: Code
     type: Literal["flat"]
+    # What the invoice line calls it (else the code).
+    name: Name | None = None
     amount: Price
 
 
@@ -181,6 +196,8 @@ class MeteredComponent(BaseModel):
 
     code: Code
     type: Literal["metered"]
+    # What the invoice line calls it (else the code).
+    name: Name | None = None
     meter: Code
     unit_amount: Price | None = None
     tiers: Annotated[list[Tier], Field(min_length=1, max_length=MAX_TIERS)] | None = None
@@ -207,6 +224,8 @@ class TimeAndMaterialsComponent(BaseModel):
 
     code: Code
     type: Literal["time_and_materials"]
+    # What the invoice line calls it (else the code).
+    name: Name | None = None
     hours_meter: Code
     hourly_rate: Price
     materials_meter: Code | None = None
@@ -220,6 +239,8 @@ class BonusMalusComponent(BaseModel):
 
     code: Code
     type: Literal["bonus_malus"]
+    # What the invoice line calls it (else the code).
+    name: Name | None = None
     kpi_meter: Code
     target: KpiValue
     direction: Literal["at_least", "at_most"] = "at_least"
@@ -327,121 +348,8 @@ def validate_offer(offer: Offer) -> None:
         raise InvalidRequest("tier_rank: required when the offer is on a ladder", param="tier_rank")
     if offer.tier_rank is not None and offer.ladder is None:
         raise InvalidRequest("tier_rank: only meaningful with a ladder", param="tier_rank")
-    _unique(offer.entitlements, "entitlements")
+    unique(offer.entitlements, "entitlements")
     validate_terms(offer.currency, offer.components, offer.options)
-
-
-def validate_terms(currency: str, components: list, options: list) -> None:
-    """The rules of a set of terms (an offer's or a version's), first failure raised.
-
-    - a known currency; amounts billed as such have at most its minor unit's
-      decimals (unit prices up to 12);
-    - component codes unique, option codes unique;
-    - a metered component has exactly one pricing; tiers have strictly
-      ascending `up_to`, the last and only the last open (null), each with a
-      unit or flat amount;
-    - bonus_malus `applies_to` names existing components that are not
-      bonus_malus themselves."""
-    if not is_known_currency(currency):
-        raise InvalidRequest(f"currency: unknown currency {currency!r}", param="currency")
-    decimals = minor_units(currency)
-    _unique([c.code for c in components], "components", field="code")
-    _unique([o.code for o in options], "options", field="code")
-    priced = {c.code for c in components if c.type != "bonus_malus"}
-    for i, component in enumerate(components):
-        _check_component(component, f"components[{i}]", decimals, priced)
-    for i, option in enumerate(options):
-        _check_billed_amount(option.amount, f"options[{i}].amount", decimals)
-        _unique(option.entitlements, f"options[{i}].entitlements")
-
-
-def _check_component(component, path: str, decimals: int, priced: set[str]) -> None:
-    if component.type == "flat":
-        _check_billed_amount(component.amount, f"{path}.amount", decimals)
-    elif component.type == "metered":
-        _check_metered(component, path, decimals)
-    elif component.type == "bonus_malus":
-        for j, code in enumerate(component.applies_to):
-            if code not in priced:
-                raise InvalidRequest(
-                    f"{path}.applies_to[{j}]: {code!r} is not a priced component of these terms",
-                    param=f"{path}.applies_to[{j}]",
-                )
-        _unique(component.applies_to, f"{path}.applies_to")
-
-
-def _check_metered(component: MeteredComponent, path: str, decimals: int) -> None:
-    has_tiers = component.tiers is not None
-    has_package = component.package_size is not None
-    has_unit = component.unit_amount is not None
-    if has_tiers and (has_unit or has_package):
-        field = "unit_amount" if has_unit else "package_size"
-        raise InvalidRequest(
-            f"{path}.{field}: a metered component has exactly one pricing; with tiers, prices go in the tiers",
-            param=f"{path}.{field}",
-        )
-    if has_package and not has_unit:
-        raise InvalidRequest(
-            f"{path}.unit_amount: package_size needs unit_amount, the price of one started block",
-            param=f"{path}.unit_amount",
-        )
-    if not (has_tiers or has_unit):
-        raise InvalidRequest(
-            f"{path}.unit_amount: a metered component needs one pricing: unit_amount, tiers, "
-            "or package_size with unit_amount",
-            param=f"{path}.unit_amount",
-        )
-    if has_tiers and component.tier_mode is None:
-        raise InvalidRequest(f"{path}.tier_mode: required with tiers (graduated or volume)", param=f"{path}.tier_mode")
-    if component.tier_mode is not None and not has_tiers:
-        raise InvalidRequest(f"{path}.tier_mode: only meaningful with tiers", param=f"{path}.tier_mode")
-    if component.minimum_amount is not None:
-        _check_billed_amount(component.minimum_amount, f"{path}.minimum_amount", decimals)
-    if has_tiers:
-        _check_tiers(component.tiers, f"{path}.tiers", decimals)
-
-
-def _check_tiers(tiers: list[Tier], path: str, decimals: int) -> None:
-    previous = Decimal(0)
-    last = len(tiers) - 1
-    for j, tier in enumerate(tiers):
-        here = f"{path}[{j}]"
-        if tier.up_to is None and j != last:
-            raise InvalidRequest(
-                f"{here}.up_to: only the last tier is open (null); tiers after it could never be reached",
-                param=f"{here}.up_to",
-            )
-        if tier.up_to is not None and j == last:
-            raise InvalidRequest(
-                f"{here}.up_to: the last tier must be open (null) so that every quantity has a price",
-                param=f"{here}.up_to",
-            )
-        if tier.up_to is not None:
-            if tier.up_to <= previous:
-                raise InvalidRequest(
-                    f"{here}.up_to: tiers must have strictly ascending up_to ({tier.up_to} after {previous})",
-                    param=f"{here}.up_to",
-                )
-            previous = tier.up_to
-        if tier.unit_amount is None and tier.flat_amount is None:
-            raise InvalidRequest(f"{here}.unit_amount: a tier needs unit_amount, flat_amount or both", param=f"{here}.unit_amount")
-        if tier.flat_amount is not None:
-            _check_billed_amount(tier.flat_amount, f"{here}.flat_amount", decimals)
-
-
-def _check_billed_amount(amount: Decimal, param: str, decimals: int) -> None:
-    # A fixed amount is billed as it is: a fraction of a cent could never be paid.
-    if -amount.as_tuple().exponent > decimals:
-        raise InvalidRequest(f"{param}: at most {decimals} decimals in this currency", param=param)
-
-
-def _unique(values: list, path: str, *, field: str | None = None) -> None:
-    seen = set()
-    for j, value in enumerate(values):
-        if value in seen:
-            param = f"{path}[{j}].{field}" if field else f"{path}[{j}]"
-            raise InvalidRequest(f"{param}: {value!r} appears twice", param=param)
-        seen.add(value)
 
 
 # ---------------------------------------------------------------------------
@@ -461,239 +369,3 @@ def check_options(terms: Terms, options: Iterable[str], *, param: str = "options
         seen.add(code)
         chosen.append(by_code[code])
     return chosen
-
-
-# What a subscription may override, per component type: prices and
-# thresholds, never what is measured (meters, aggregation, applies_to).
-OVERRIDABLE = {
-    "flat": frozenset({"amount"}),
-    "metered": frozenset(
-        {"unit_amount", "tiers", "tier_mode", "package_size", "included_units", "minimum_amount"}
-    ),
-    "time_and_materials": frozenset({"hourly_rate", "markup_percent"}),
-    "bonus_malus": frozenset({"target", "bonus_percent", "malus_percent"}),
-}
-
-
-def apply_price_overrides(currency: str, terms: Terms, overrides: Mapping | None, *, param: str = "price_overrides") -> list:
-    """The components of `terms` with a subscription's `price_overrides` applied.
-
-    `overrides` is `{component_code: {field: value}}` as sent in the API
-    (`{"montage": {"unit_amount": "1.05"}}`); each value replaces the
-    component's field and the result must be a valid component (e.g.
-    overriding `unit_amount` of a tiered component is refused, replace
-    `tiers` instead). Unknown component or field: InvalidRequest with param
-    `price_overrides.<code>[.<field>]`."""
-    if not overrides:
-        return list(terms.components)
-    if not isinstance(overrides, Mapping):
-        raise InvalidRequest(f"{param}: must be an object keyed by component code", param=param)
-    by_code = {component.code: component for component in terms.components}
-    for code, fields in overrides.items():
-        if code not in by_code:
-            raise InvalidRequest(f"{param}.{code}: no component {code!r} in this offer", param=f"{param}.{code}")
-        if not isinstance(fields, Mapping) or not fields:
-            raise InvalidRequest(f"{param}.{code}: must be an object of the fields to override", param=f"{param}.{code}")
-        allowed = OVERRIDABLE[by_code[code].type]
-        for field in fields:
-            if field not in allowed:
-                raise InvalidRequest(
-                    f"{param}.{code}.{field}: a {by_code[code].type} component's {field} cannot be overridden"
-                    f" (allowed: {', '.join(sorted(allowed))})",
-                    param=f"{param}.{code}.{field}",
-                )
-    priced = {c.code for c in terms.components if c.type != "bonus_malus"}
-    components = []
-    for i, component in enumerate(terms.components):
-        fields = overrides.get(component.code)
-        if fields:
-            data = component.model_dump(exclude_unset=True)
-            data.update(fields)
-            where = f"{param}.{component.code}"
-            try:
-                component = type(component).model_validate(data)
-            except ValidationError as error:
-                inner, message = first_validation_problem(error)
-                raise _invalid_at(where, inner, message) from None
-            # The rules are those of the catalog, reported under the override.
-            here = f"components[{i}]"
-            try:
-                _check_component(component, here, minor_units(currency), priced)
-            except InvalidRequest as error:
-                inner = (error.param or here)[len(here) + 1 :]
-                raise _invalid_at(where, inner, error.message.split(": ", 1)[-1]) from None
-        components.append(component)
-    return components
-
-
-def _invalid_at(where: str, inner: str | None, message: str) -> InvalidRequest:
-    param = f"{where}.{inner}" if inner else where
-    return InvalidRequest(f"{param}: {message}", param=param)
-
-
-# ---------------------------------------------------------------------------
-# Ladders
-
-
-def flat_price(offer: Offer) -> Decimal:
-    """The offer's fixed price per period: the sum of its flat components."""
-    return sum((c.amount for c in offer.components if c.type == "flat"), Decimal(0))
-
-
-def _months_or_days(offer: Offer) -> tuple[str, int]:
-    # Intervals compare only within a family: months with years, days with weeks.
-    if offer.billing_interval in ("month", "year"):
-        return "months", offer.interval_count * (12 if offer.billing_interval == "year" else 1)
-    return "days", offer.interval_count * (7 if offer.billing_interval == "week" else 1)
-
-
-def check_ladder(offers: Iterable[Offer]) -> None:
-    """Refuse a ladder where a lower offer plus some options undercuts a higher one.
-
-    API.md: offers sharing a `ladder` are ranked by `tier_rank` (1 lowest);
-    the ladder is refused (InvalidRequest, code `ladder_violation`) when some
-    lower offer plus some set of its options delivers every entitlement of a
-    higher offer for a lower flat price per period. Flat price = the flat
-    components plus the chosen options' amounts. Offers of different
-    billing intervals are compared per month (month/year) or per day
-    (day/week) by cross-multiplying; a ladder mixing the two families, or
-    two currencies, or two offers of one rank, cannot be ordered and is
-    refused too. Offers without a ladder are ignored; several ladders may be
-    passed at once.
-
-    For each (lower, higher) pair, the cheapest set of the lower offer's
-    options covering the entitlements it lacks is a weighted set cover,
-    solved exactly by `cheapest_cover` (never by enumerating the 2^n option
-    sets): 10 offers x 10 options takes milliseconds, and the worst case
-    the models allow (MAX_OPTIONS = 20 options, each the only source of one
-    of 20 missing entitlements) is forced option by option."""
-    ladders: dict[str, list[Offer]] = {}
-    for offer in offers:
-        if offer.ladder is not None:
-            ladders.setdefault(offer.ladder, []).append(offer)
-    for name, members in ladders.items():
-        _check_one_ladder(name, members)
-
-
-def _check_one_ladder(name: str, offers: list[Offer]) -> None:
-    ranks: dict[int, Offer] = {}
-    for offer in offers:
-        if offer.tier_rank in ranks:
-            raise InvalidRequest(
-                f"ladder {name!r}: offers {ranks[offer.tier_rank].code!r} and {offer.code!r} "
-                f"share tier_rank {offer.tier_rank}",
-                param="tier_rank",
-                code="ladder_violation",
-            )
-        ranks[offer.tier_rank] = offer
-    first = offers[0]
-    for offer in offers[1:]:
-        if offer.currency != first.currency:
-            raise InvalidRequest(
-                f"ladder {name!r}: {offer.code!r} is in {offer.currency}, {first.code!r} in {first.currency}; "
-                "a ladder compares prices in one currency",
-                param="currency",
-                code="ladder_violation",
-            )
-        if _months_or_days(offer)[0] != _months_or_days(first)[0]:
-            raise InvalidRequest(
-                f"ladder {name!r}: {offer.code!r} bills per {offer.billing_interval}, {first.code!r} per "
-                f"{first.billing_interval}; their prices per period cannot be compared",
-                param="billing_interval",
-                code="ladder_violation",
-            )
-    ordered = sorted(offers, key=lambda o: o.tier_rank)
-    for hi, higher in enumerate(ordered):
-        for lower in ordered[:hi]:
-            undercut = _cheapest_cover(lower, higher)
-            if undercut is not None:
-                options, price = undercut
-                chosen = " + ".join(repr(o) for o in options) if options else "no option"
-                raise InvalidRequest(
-                    f"ladder {name!r}: offer {lower.code!r} (rank {lower.tier_rank}) with {chosen} delivers every "
-                    f"entitlement of offer {higher.code!r} (rank {higher.tier_rank}) for {price} {lower.currency} "
-                    f"per {lower.interval_count} {lower.billing_interval}, less than {flat_price(higher)} "
-                    f"per {higher.interval_count} {higher.billing_interval}",
-                    param="tier_rank",
-                    code="ladder_violation",
-                )
-
-
-def _cheapest_cover(lower: Offer, higher: Offer) -> tuple[list[str], Decimal] | None:
-    """The lower offer's cheapest option set covering the higher's entitlements,
-    if it costs less per period than the higher offer; None otherwise."""
-    _, lower_span = _months_or_days(lower)
-    _, higher_span = _months_or_days(higher)
-    # Per period of each: (lower + options) / lower_span < higher / higher_span,
-    # cross-multiplied so that no division rounds.
-    budget = flat_price(higher) * lower_span - flat_price(lower) * higher_span
-    if budget <= 0:
-        return None
-    missing = set(higher.entitlements) - set(lower.entitlements)
-    cover = cheapest_cover(missing, [(o.code, o.amount, o.entitlements) for o in lower.options])
-    if cover is None:
-        return None
-    codes, cost = cover
-    if cost * higher_span >= budget:
-        return None
-    order = {option.code: i for i, option in enumerate(lower.options)}
-    return sorted(codes, key=order.__getitem__), flat_price(lower) + cost
-
-
-def cheapest_cover(missing: Iterable[str], options: Iterable[tuple[str, Decimal, Iterable[str]]]) -> tuple[list[str], Decimal] | None:
-    """The cheapest set of options (code, amount, entitlements) whose
-    entitlements include every one of `missing`, as (codes, total amount);
-    None when no set does. Exact (a weighted set cover):
-
-    1. entitlements are numbered rarest first (fewest options providing them);
-    2. an option whose useful entitlements are a subset of a no dearer
-       option's is dropped (it can never be needed);
-    3. a memoized search covers the lowest-numbered (rarest) missing
-       entitlement by each option providing it, then the rest.
-    An entitlement with one provider is therefore forced at no branching
-    cost. The states are sets of still-missing entitlements, at most
-    2^m for m missing ones; with MAX_OPTIONS = 20 options per offer and
-    the pruning above, adversarial ladders take milliseconds."""
-    missing = set(missing)
-    if not missing:
-        return [], Decimal(0)
-    provided = [(code, amount, missing.intersection(ents)) for code, amount, ents in options]
-    provided = [(code, amount, ents) for code, amount, ents in provided if ents]
-    counts = {e: sum(1 for _, _, ents in provided if e in ents) for e in missing}
-    if not all(counts.values()):
-        return None
-    rarest_first = sorted(missing, key=lambda e: (counts[e], e))
-    bit = {e: 1 << i for i, e in enumerate(rarest_first)}
-    masks = []
-    for code, amount, ents in provided:
-        mask = 0
-        for e in ents:
-            mask |= bit[e]
-        masks.append((mask, amount, code))
-    masks = [
-        (mask, amount, code)
-        for i, (mask, amount, code) in enumerate(masks)
-        if not any(
-            j != i and mask | other == other and other_amount <= amount and (other != mask or other_amount < amount or j < i)
-            for j, (other, other_amount, _) in enumerate(masks)
-        )
-    ]
-    memo: dict[int, tuple[Decimal, tuple[str, ...]] | None] = {0: (Decimal(0), ())}
-
-    def best(remaining: int):
-        if remaining in memo:
-            return memo[remaining]
-        rarest = remaining & -remaining
-        found = None
-        for mask, amount, code in masks:
-            if mask & rarest:
-                rest = best(remaining & ~mask)
-                if rest is not None and (found is None or amount + rest[0] < found[0]):
-                    found = (amount + rest[0], (code,) + rest[1])
-        memo[remaining] = found
-        return found
-
-    result = best((1 << len(rarest_first)) - 1)
-    if result is None:
-        return None
-    return list(result[1]), result[0]

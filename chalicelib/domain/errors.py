@@ -47,6 +47,15 @@ class AuthenticationError(BillingError):
     code = "authentication_error"
 
 
+class Forbidden(BillingError):
+    """403: who asks is known, and their role does not allow it (a console
+    `viewer` changing something)."""
+
+    status = 403
+    type = "permission_error"
+    code = "forbidden"
+
+
 class NotFound(BillingError):
     """404, also for another merchant's object (no existence oracle)."""
 
@@ -120,14 +129,22 @@ def first_validation_problem(error) -> tuple[str | None, str]:
 
     A missing or unknown component `type` is reported on `...type` itself,
     where the client has to look."""
-    first = error.errors(include_url=False)[0]
-    loc = tuple(first["loc"])
-    if first["type"] in ("union_tag_invalid", "union_tag_not_found"):
-        loc = loc + ("type",)
-    message = _MESSAGES.get(first["type"], first["msg"])
-    if message.startswith("Value error, "):
-        message = message[len("Value error, ") :]
-    return param_from_loc(loc) or None, message
+    return validation_problems(error)[0]
+
+
+def validation_problems(error) -> list[tuple[str | None, str]]:
+    """Every problem of a pydantic ValidationError as (param, message), in
+    pydantic's order (a form shows each beside its own field)."""
+    problems = []
+    for found in error.errors(include_url=False):
+        loc = tuple(found["loc"])
+        if found["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            loc = loc + ("type",)
+        message = _MESSAGES.get(found["type"], found["msg"])
+        if message.startswith("Value error, "):
+            message = message[len("Value error, ") :]
+        problems.append((param_from_loc(loc) or None, message))
+    return problems
 
 
 def invalid_request_from_validation_error(error) -> InvalidRequest:

@@ -74,13 +74,7 @@ def usage_lines(
     # rate_late_usage names a late line by its period; here it is the rest
     # of a period that an earlier invoice billed up to `part.start`.
     when = f"{_stamp(part.start)} to {_stamp(part.end)}"
-    return [
-        InvoiceLine(
-            line.kind, line.component, f"{line.component}: usage from {when}",
-            line.quantity, line.unit_amount, line.amount, line.period_start, line.period_end,
-        )
-        for line in lines
-    ]
+    return [line._replace(description=f"{line.component}: usage from {when}") for line in lines]
 
 
 def change_now_lines(

@@ -12,8 +12,8 @@ API.md's billing rules, per component type:
 
 One charge model per pricing, behind one dispatch table (CHARGE_MODELS,
 keyed by component type and, for metered, by pricing: per_unit, package,
-graduated, volume). Terms and a subscription's price_overrides are compiled
-once into a PriceBook (cached), so rating a period is plain Decimal
+graduated, volume). Terms and a subscription's price_overrides (of components
+and of options) are compiled once into a PriceBook (cached), so rating a period is plain Decimal
 arithmetic with no model validation.
 
 Line conventions chosen here:
@@ -44,7 +44,8 @@ from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Iterable, NamedTuple
 
-from chalicelib.domain.catalog import Offer, apply_price_overrides
+from chalicelib.domain.catalog import Offer
+from chalicelib.domain.price_overrides import priced_terms
 from chalicelib.domain.errors import InvalidRequest
 from chalicelib.domain.money import HUNDRED, ONE, ZERO, format_decimal, minor_units
 from chalicelib.domain.periods import Period, instant_text, parse_instant_text, proration_fraction
@@ -65,6 +66,19 @@ class MeterUsage:
 NO_USAGE = MeterUsage()
 
 
+class LineSource(NamedTuple):
+    """What a line bills, named for the invoice document: the offer (code
+    and name), the component's or option's name (None: its code stands for
+    it) and the unit its quantity counts: a fee counts periods of its offer's
+    interval (day, week, month, year, or period), a metered component units
+    or blocks, time and materials hours and an amount of cost."""
+
+    offer_code: str
+    offer_name: str
+    name: str | None
+    unit: str
+
+
 class InvoiceLine(NamedTuple):
     """One line of an invoice. `amount` is already rounded to the currency's minor unit.
 
@@ -80,19 +94,25 @@ class InvoiceLine(NamedTuple):
     amount: Decimal
     period_start: datetime
     period_end: datetime
+    source: LineSource | None = None
 
     @classmethod
     def from_dict(cls, line: dict) -> "InvoiceLine":
         """The line `as_dict` wrote (as an invoice or a pending item stores it)."""
+        source = None
+        if line.get("offer_code") is not None:
+            source = LineSource(line["offer_code"], line.get("offer_name") or line["offer_code"],
+                                line.get("component_name"), line.get("unit") or "unit")
         return cls(
             line["kind"], line["component"], line["description"], Decimal(line["quantity"]),
             None if line["unit_amount"] is None else Decimal(line["unit_amount"]), Decimal(line["amount"]),
-            _instant(line["period_start"]), _instant(line["period_end"]),
+            _instant(line["period_start"]), _instant(line["period_end"]), source,
         )
 
     def as_dict(self) -> dict:
-        """The line as API.md writes it (decimal strings, UTC times with Z)."""
-        return {
+        """The line as API.md writes it (decimal strings, UTC times with Z),
+        with what it bills named when it is known (`LineSource`)."""
+        line = {
             "kind": self.kind,
             "component": self.component,
             "description": self.description,
@@ -102,6 +122,13 @@ class InvoiceLine(NamedTuple):
             "period_start": _iso(self.period_start),
             "period_end": _iso(self.period_end),
         }
+        source = self.source
+        if source is not None:
+            line["offer_code"] = source.offer_code
+            line["offer_name"] = source.offer_name
+            line["component_name"] = source.name
+            line["unit"] = source.unit
+        return line
 
 
 _iso = instant_text
@@ -122,11 +149,13 @@ def _num(value: Decimal) -> str:
 class _Charge:
     """Base of the compiled charge models: the component's code and the rounding of its currency."""
 
-    __slots__ = ("code", "quantum")
+    __slots__ = ("code", "quantum", "source")
 
     def __init__(self, component, quantum: Decimal):
         self.code = component.code
         self.quantum = quantum
+        # Set by the PriceBook of an offer (`name_charges`).
+        self.source: LineSource | None = None
 
     def money(self, amount: Decimal) -> Decimal:
         return amount.quantize(self.quantum, rounding=ROUND_HALF_UP)
@@ -145,7 +174,8 @@ class FlatFee(_Charge):
         self.label = label or component.code
 
     def full(self, period: Period) -> InvoiceLine:
-        return InvoiceLine(self.kind, self.code, self.label, ONE, self.amount, self.rounded, period.start, period.end)
+        return InvoiceLine(self.kind, self.code, self.label, ONE, self.amount, self.rounded, period.start, period.end,
+                           self.source)
 
     def prorated(self, period: Period, fraction: Decimal, sign: int = 1) -> InvoiceLine:
         """This share of the fee (sign -1: the credit of it, a `proration` line)."""
@@ -154,10 +184,11 @@ class FlatFee(_Charge):
         if sign < 0:
             return InvoiceLine(
                 "proration", self.code, f"Unused time on {self.label} ({share}% of the period)",
-                ONE, None, -amount if amount else amount, period.start, period.end,
+                ONE, None, -amount if amount else amount, period.start, period.end, self.source,
             )
         return InvoiceLine(
-            self.kind, self.code, f"{self.label} ({share}% of the period)", ONE, None, amount, period.start, period.end
+            self.kind, self.code, f"{self.label} ({share}% of the period)", ONE, None, amount, period.start, period.end,
+            self.source,
         )
 
 
@@ -200,7 +231,8 @@ class _Metered(_Charge):
             billed = sum(line.amount for line in out[first:])
             if billed < self.minimum:
                 gap = self.money(self.minimum - billed)
-                out.append(InvoiceLine("minimum", self.code, self.minimum_text, ONE, gap, gap, period.start, period.end))
+                out.append(InvoiceLine("minimum", self.code, self.minimum_text, ONE, gap, gap, period.start, period.end,
+                                       self.source))
 
     def price(self, units: Decimal, period: Period, out: list) -> None:
         raise NotImplementedError
@@ -219,7 +251,7 @@ class PerUnitCharge(_Metered):
         out.append(
             InvoiceLine(
                 "usage", self.code, f"{self.code}: {_num(units)}{self.beyond}",
-                units, self.unit_amount, self.money(units * self.unit_amount), period.start, period.end,
+                units, self.unit_amount, self.money(units * self.unit_amount), period.start, period.end, self.source,
             )
         )
 
@@ -246,7 +278,7 @@ class PackageCharge(_Metered):
         out.append(
             InvoiceLine(
                 "usage", self.code, f"{self.code}: {_num(units)}{self.beyond}, {_num(blocks)}{self.blocks_text}",
-                blocks, self.unit_amount, self.money(blocks * self.unit_amount), period.start, period.end,
+                blocks, self.unit_amount, self.money(blocks * self.unit_amount), period.start, period.end, self.source,
             )
         )
 
@@ -273,7 +305,8 @@ class _Tiered(_Metered):
 
     def nothing(self, period: Period, out: list) -> None:
         # No billable unit touches no tier: one zero line, no flat_amount.
-        out.append(InvoiceLine("usage", self.code, self.zero_text, ZERO, self.tiers[0][2], self.money(ZERO), period.start, period.end))
+        out.append(InvoiceLine("usage", self.code, self.zero_text, ZERO, self.tiers[0][2], self.money(ZERO), period.start,
+                               period.end, self.source))
 
 
 class GraduatedCharge(_Tiered):
@@ -293,11 +326,12 @@ class GraduatedCharge(_Tiered):
             out.append(
                 InvoiceLine(
                     "usage", code, f"{code}: {_num(in_tier)} {self.meter} in {label}",
-                    in_tier, unit_amount, money(in_tier * unit_amount), start, end,
+                    in_tier, unit_amount, money(in_tier * unit_amount), start, end, self.source,
                 )
             )
             if flat_amount:
-                out.append(InvoiceLine("usage", code, f"{code}: flat fee of {label}", ONE, flat_amount, money(flat_amount), start, end))
+                out.append(InvoiceLine("usage", code, f"{code}: flat fee of {label}", ONE, flat_amount, money(flat_amount),
+                                       start, end, self.source))
 
 
 class VolumeCharge(_Tiered):
@@ -316,17 +350,19 @@ class VolumeCharge(_Tiered):
         out.append(
             InvoiceLine(
                 "usage", code, f"{code}: {_num(units)}{self.beyond}, all at {label}",
-                units, unit_amount, self.money(units * unit_amount), start, end,
+                units, unit_amount, self.money(units * unit_amount), start, end, self.source,
             )
         )
         if flat_amount:
-            out.append(InvoiceLine("usage", code, f"{code}: flat fee of {label}", ONE, flat_amount, self.money(flat_amount), start, end))
+            out.append(InvoiceLine("usage", code, f"{code}: flat fee of {label}", ONE, flat_amount, self.money(flat_amount),
+                                   start, end, self.source))
 
 
 class TimeAndMaterialsCharge(_Charge):
     """`time_and_materials`: hours x hourly_rate, plus material cost x (1 + markup/100)."""
 
-    __slots__ = ("hours_meter", "hourly_rate", "materials_meter", "factor", "hours_text", "materials_text")
+    __slots__ = ("hours_meter", "hourly_rate", "materials_meter", "factor", "hours_text", "materials_text",
+                 "materials_source")
 
     def __init__(self, component, quantum: Decimal):
         super().__init__(component, quantum)
@@ -336,6 +372,7 @@ class TimeAndMaterialsCharge(_Charge):
         self.factor = ONE + component.markup_percent / HUNDRED
         self.hours_text = f" h at {format_decimal(self.hourly_rate)}"
         self.materials_text = f"{self.code}: materials at cost x {format_decimal(self.factor)}"
+        self.materials_source: LineSource | None = None
 
     def measure(self, usage: Mapping[str, MeterUsage]) -> Decimal:
         hours = usage.get(self.hours_meter, NO_USAGE).total
@@ -346,7 +383,7 @@ class TimeAndMaterialsCharge(_Charge):
         out.append(
             InvoiceLine(
                 "usage", self.code, f"{self.code}: {_num(hours)}{self.hours_text}",
-                hours, self.hourly_rate, self.money(hours * self.hourly_rate), period.start, period.end,
+                hours, self.hourly_rate, self.money(hours * self.hourly_rate), period.start, period.end, self.source,
             )
         )
         if self.materials_meter is not None:
@@ -357,6 +394,7 @@ class TimeAndMaterialsCharge(_Charge):
                 InvoiceLine(
                     "usage", self.code, self.materials_text,
                     cost, self.factor, self.money(cost * self.factor), period.start, period.end,
+                    self.materials_source,
                 )
             )
 
@@ -398,7 +436,7 @@ class BonusMalusCharge(_Charge):
             amount = self.money(base * self.malus)
             amount = -amount if amount else amount
             text = f"{self.code}: {self.kpi_meter} {_num(kpi)}{self.missed_text}"
-        out.append(InvoiceLine("adjustment", self.code, text, ONE, None, amount, period.start, period.end))
+        out.append(InvoiceLine("adjustment", self.code, text, ONE, None, amount, period.start, period.end, self.source))
 
 
 def _pricing(component) -> str | None:
@@ -432,9 +470,11 @@ class PriceBook:
 
     __slots__ = ("currency", "quantum", "fees", "options", "usage_charges", "adjustments", "flat_amounts")
 
-    def __init__(self, currency: str, components: Iterable, options: Iterable):
+    def __init__(self, currency: str, components: Iterable, options: Iterable, offer: Offer | None = None):
         self.currency = currency
         self.quantum = Decimal(1).scaleb(-minor_units(currency))
+        components = list(components)
+        options = list(options)
         charges = [charge_model(c, self.quantum) for c in components]
         self.fees = tuple(c for c in charges if isinstance(c, FlatFee))
         self.usage_charges = tuple(c for c in charges if isinstance(c, (_Metered, TimeAndMaterialsCharge)))
@@ -445,6 +485,8 @@ class PriceBook:
         }
         # A flat component counts at its full period amount in a bonus/malus base.
         self.flat_amounts = {fee.code: fee.rounded for fee in self.fees}
+        if offer is not None:
+            name_charges(offer, zip(components, charges), options, self.options)
 
     def chosen_options(self, options: Iterable[str] | None) -> list[FlatFee]:
         chosen = []
@@ -454,6 +496,22 @@ class PriceBook:
             except KeyError:
                 raise InvalidRequest(f"options[{j}]: no option {code!r} in this offer", param=f"options[{j}]") from None
         return chosen
+
+
+_INTERVAL_UNITS = {"day": "day", "week": "week", "month": "month", "year": "year"}
+_CHARGE_UNITS = {PackageCharge: "block", TimeAndMaterialsCharge: "hour"}
+
+
+def name_charges(offer: Offer, compiled, options: Iterable, option_fees: Mapping) -> None:
+    """Give each charge of an offer's price book the LineSource its lines carry."""
+    period = _INTERVAL_UNITS[offer.billing_interval] if offer.interval_count == 1 else "period"
+    for component, charge in compiled:
+        unit = period if isinstance(charge, FlatFee) else _CHARGE_UNITS.get(type(charge), "unit")
+        charge.source = LineSource(offer.code, offer.name, component.name, unit)
+        if isinstance(charge, TimeAndMaterialsCharge):
+            charge.materials_source = LineSource(offer.code, offer.name, component.name, "amount")
+    for option in options:
+        option_fees[option.code].source = LineSource(offer.code, offer.name, option.name, period)
 
 
 _BOOKS: OrderedDict = OrderedDict()
@@ -484,8 +542,8 @@ def price_book(terms, overrides: Mapping | None = None, *, currency: str | None 
     hit = _BOOKS.get(key)
     if hit is not None and hit[0] is terms:
         return hit[1]
-    components = apply_price_overrides(currency, terms, overrides)
-    book = PriceBook(currency, components, terms.options)
+    components, options = priced_terms(currency, terms, overrides)
+    book = PriceBook(currency, components, options, terms if isinstance(terms, Offer) else None)
     _BOOKS[key] = (terms, book)
     if len(_BOOKS) > _BOOKS_SIZE:
         _BOOKS.popitem(last=False)
@@ -605,7 +663,7 @@ def rate_late_usage(
         lines.append(
             InvoiceLine(
                 kind, charge.code, f"{charge.code}: late usage for the period {days}",
-                quantity, None, amount, period.start, period.end,
+                quantity, None, amount, period.start, period.end, charge.source,
             )
         )
     return lines

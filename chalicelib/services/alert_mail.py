@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from chalicelib.services.invoice_pdf import format_date, format_money, language_of
 
 KINDS = ("card_expiring", "card_expiring_digest", "cancellation_scheduled", "subscription_canceled",
-         "payment_failed", "counter_reset")
+         "payment_failed", "counter_reset", "payment_link")
 LANGUAGES = ("fr", "en")
 
 

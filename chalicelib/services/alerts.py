@@ -58,6 +58,9 @@ SEND_LEASE = timedelta(seconds=90)
 OPEN_FOR = timedelta(days=30)
 LIVE_STATUSES = ("incomplete", "trialing", "active", "past_due")
 CANCEL_REASONS = ("customer", "payment_failed", "commitment_end", "operator")
+# E-mails to a customer that are not news for operations (a payment link
+# sent from the console): delivered and listed like alerts, never open ones.
+CUSTOMER_NOTICES = ("payment_link",)
 # An e-mail that bounced is sent again this much later (the address may be
 # corrected meanwhile), until it bounced this many times.
 BOUNCE_RETRY_AFTER = timedelta(days=1)
@@ -565,10 +568,14 @@ def open_alerts(merchant_id: str, customer_id: str) -> list[dict]:
     subs = {s["id"]: s for s in subscriptions.customer_subscriptions(merchant_id, customer_id)}
     now = clock().now()
     seen_invoices: set[str] = set()
+    failed = invoice_store.find_invoices(
+        merchant_id, [alert.details().get("invoice_id") for alert in alerts if alert.type == "payment_failed"])
     shown = []
     for alert in alerts:
         details = alert.details()
         kind = alert.type
+        if kind in CUSTOMER_NOTICES:
+            continue
         if kind == "card_expiring":
             if not card or alert.fact != (f"card_expiring#{card.get('payment_method_id')}#"
                                           f"{int(card['exp_year']):04d}-{int(card['exp_month']):02d}"):
@@ -581,13 +588,35 @@ def open_alerts(merchant_id: str, customer_id: str) -> list[dict]:
             if details["invoice_id"] in seen_invoices:
                 continue
             seen_invoices.add(details["invoice_id"])
-            invoice = invoice_store.find_invoice(merchant_id, details["invoice_id"], consistent=False)
+            invoice = failed.get(details["invoice_id"])
             if invoice is None or invoice.status not in ("open", "uncollectible"):
                 continue
         elif now - _instant(alert.created_at) > OPEN_FOR:
             continue
         shown.append(serialize(alert))
     return shown
+
+
+def customer_emails(merchant_id: str, customer_id: str, *, limit: int = 20) -> list[dict]:
+    """The e-mails of the customer's alerts, newest first: to the customer
+    (an expiring card's payment link) and to operations about it, each with
+    what its delivery records (status, when sent, attempts). One Query."""
+    found = []
+    for alert in store.customer_alerts(merchant_id, customer_id):
+        for audience, delivery in sorted(alert.deliveries().items()):
+            found.append({"alert_id": alert.alert_id, "type": alert.type, "audience": audience,
+                          "status": delivery.get("status"), "sent_at": delivery.get("sent_at"),
+                          "attempts": int(delivery.get("attempts") or 0), "created_at": alert.created_at})
+    return found[:limit]
+
+
+def recent_alerts(merchant_id: str, *, limit: int = 10, days: int = 30) -> list[dict]:
+    """The merchant's alerts of the last `days` days, newest first, with
+    the customer's name (the console's dashboard)."""
+    since = isoformat(clock().now() - timedelta(days=days))
+    return [{**serialize(alert), "customer_id": alert.customer_id,
+             "customer_name": alert.details().get("customer_name")}
+            for alert in store.recent_alerts(merchant_id, since, limit) if alert.type not in CUSTOMER_NOTICES]
 
 
 def serialize(alert: store.AlertRecord) -> dict:

@@ -120,9 +120,11 @@ def credit_note_pdf(merchant_id: str, credit_note_id: str) -> tuple[bytes, str]:
 
     record = _get(merchant_id, credit_note_id)
     seller = record.party("seller")
+    invoice = invoice_store.find_invoice(merchant_id, record.invoice_id, consistent=False)
     document = render_credit_note_pdf(serialize(record), seller, record.party("buyer"),
                                       language=language_of(record.locale),
-                                      timezone=seller.get("timezone") or "UTC")
+                                      timezone=seller.get("timezone") or "UTC",
+                                      invoice=None if invoice is None else invoices.serialize(invoice))
     return document, f"{record.number}.pdf"
 
 

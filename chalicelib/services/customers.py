@@ -19,7 +19,7 @@ from chalicelib.store import customers as store
 PAGE_SECTIONS: tuple[tuple[str, str | None], ...] = (
     ("subscriptions", "chalicelib.services.subscriptions:customer_subscriptions"),
     ("latest_invoices", "chalicelib.services.invoices:latest_invoices"),
-    ("devices", None),
+    ("devices", "chalicelib.services.devices:customer_devices"),
     ("open_alerts", "chalicelib.services.alerts:open_alerts"),
     ("payments", "chalicelib.services.offline_payments:customer_payments"),
     ("credit_notes", "chalicelib.services.credit_notes:customer_credit_notes"),
@@ -47,6 +47,11 @@ def get_customer(merchant_id: str, customer_id: str) -> dict:
     page["currency"] = _billing_currency(merchant_id, page)
     page["credit_balance"] = format_amount(record.credit_balance(page["currency"]), page["currency"])
     return page
+
+
+def customer_details(merchant_id: str, customer_id: str) -> dict:
+    """The customer alone, as `PATCH /customers/{id}` answers it (one read)."""
+    return serialize(store.get_customer(merchant_id, customer_id))
 
 
 def _billing_currency(merchant_id: str, page: dict) -> str:
@@ -82,6 +87,52 @@ def list_customers(
     return [serialize(record) for record in records], next_cursor
 
 
+# A search text longer than an e-mail address can be finds nothing anyway.
+MAX_SEARCH_CHARS = 320
+
+
+def search_customers(merchant_id: str, q: str, *, limit: int = 20,
+                     cursor: str | None = None) -> tuple[list[dict], str | None]:
+    """The customers `q` finds, never by a scan: with an "@", those with
+    that e-mail (case-insensitive, its index); otherwise the one whose
+    external id is exactly `q` (its uniqueness record, on the first page),
+    then those whose name has words starting with each word of `q`, accents
+    and case aside (the name records: "dup" finds "Jean Dupont")."""
+    q = (q or "").strip()
+    if len(q) > MAX_SEARCH_CHARS:
+        raise InvalidRequest(f"q: at most {MAX_SEARCH_CHARS} characters", param="q")
+    if not q:
+        return list_customers(merchant_id, limit=limit, cursor=cursor)
+    if "@" in q:
+        records, next_cursor = store.customers_by_email(merchant_id, q, limit, cursor)
+        return [serialize(record) for record in records], next_cursor
+    found = []
+    if not cursor:
+        holder = store.customer_by_external_id(merchant_id, q)
+        found = [holder] if holder is not None else []
+    ids, next_cursor = store.customer_ids_by_name(merchant_id, store.name_tokens(q), limit, cursor)
+    named = store.get_customers(merchant_id, [i for i in ids if all(i != f.customer_id for f in found)])
+    return [serialize(record) for record in found + named], next_cursor
+
+
+def customers_with_subscription_status(merchant_id: str, status: str, *, limit: int = 20,
+                                       cursor: str | None = None) -> tuple[list[dict], str | None]:
+    """The customers of a page of the subscriptions in `status` (their
+    by-status index), read in one BatchGetItem; a customer with several
+    such subscriptions on the page is there once."""
+    from chalicelib.services import subscriptions
+
+    page_of, next_cursor = subscriptions.list_subscriptions(merchant_id, status=status, limit=limit, cursor=cursor)
+    records = store.get_customers(merchant_id, [s["customer_id"] for s in page_of])
+    return [serialize(record) for record in records], next_cursor
+
+
+def customer_names(merchant_id: str, customer_ids) -> dict[str, str]:
+    """The names of the merchant's customers of these ids (one BatchGetItem
+    per 100): a list of invoices names their customers without a read each."""
+    return {record.customer_id: record.name for record in store.get_customers(merchant_id, customer_ids)}
+
+
 def update_customer(merchant_id: str, customer_id: str, changes: dict) -> dict:
     record = store.get_customer(merchant_id, customer_id, consistent=True)
     before = serialize(record)
@@ -109,6 +160,8 @@ def serialize(record: store.CustomerRecord) -> dict:
         "external_id": record.external_id,
         "locale": record.locale,
         "tax_exempt": bool(record.tax_exempt),
+        "address": record.address_dict(),
+        "vat_number": record.vat_number,
         "metadata": record.metadata_dict(),
         "default_payment_method": None
         if card is None

@@ -79,6 +79,24 @@ def get_device(merchant_id: str, device_id: str) -> dict:
     return serialize(device, store.attachments(merchant_id, device_id))
 
 
+def customer_devices(merchant_id: str, customer_id: str) -> list[dict]:
+    """The customer's devices now with their last readings, by id (the
+    customer page): one Query of its devices and one BatchGetItem of them;
+    without their attachment history (`GET /devices/{id}` has it)."""
+    members = store.devices_of_customer(merchant_id, customer_id)
+    if not members:
+        return []
+    found, _ = store.read_devices((merchant_id, m["device_id"]) for m in members)
+    shown = []
+    for pair in sorted(found):
+        if found[pair].subscription.customer_id != customer_id:
+            continue  # moved to another customer since the index was read
+        device = serialize(found[pair], [])
+        del device["attachments"]
+        shown.append(device)
+    return shown
+
+
 def serialize(device: store.Device, attachments: list[store.Attachment]) -> dict:
     counters = device.counters
     return {

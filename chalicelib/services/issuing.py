@@ -434,7 +434,17 @@ def _billed_inside(subscription, period: Period) -> proration.BilledUsage | None
 
 def _totals(lines, currency: str, merchant, customer, credit: Decimal) -> InvoiceTotals:
     rate = merchant.tax_rate_table().get(customer.country)
-    return totals(lines, currency, None if rate is None else Decimal(rate), bool(customer.tax_exempt), credit)
+    return totals(lines, currency, None if rate is None else Decimal(rate), reverse_charge(merchant, customer), credit)
+
+
+def reverse_charge(merchant, customer) -> bool:
+    """Whether the customer accounts for the VAT (domain/legal.py): marked
+    tax_exempt, or a business of another EU member state than the merchant's."""
+    from chalicelib.domain import legal
+
+    return legal.reverse_charge_applies(
+        seller_country=legal.seller_country(merchant.address_dict(), merchant.vat_number),
+        buyer_country=customer.country, buyer_vat_number=customer.vat_number, tax_exempt=bool(customer.tax_exempt))
 
 
 def _invoice_identity(subscription, boundary: datetime | None, items: list[dict]) -> tuple[str, datetime]:
@@ -471,7 +481,7 @@ def _invoice_record(invoice_id: str, invoice_date: datetime, subscription, custo
         invoice_date=isoformat(invoice_date),
         period_start=isoformat(min(draft.starts)) if draft.starts else None,
         period_end=isoformat(max(draft.ends)) if draft.ends else None,
-        lines=_json([line.as_dict() for line in draft.lines]),
+        lines=_json(labelled_lines(draft.lines, customer.locale or merchant.locale, merchant.timezone)),
         tax=_json(money.as_dict()["tax"]),
         subtotal=format_amount(money.subtotal, currency),
         tax_amount=format_amount(money.tax_amount, currency),
@@ -483,14 +493,31 @@ def _invoice_record(invoice_id: str, invoice_date: datetime, subscription, custo
         ending_balance=format_amount(money.credit_balance, currency),
         reverse_charge=money.reverse_charge,
         seller=_json({"name": merchant.name, "timezone": merchant.timezone or "UTC",
-                      "locale": merchant.locale or "en"}),
+                      "locale": merchant.locale or "en", "currency": merchant.default_currency,
+                      **merchant.legal_identity()}),
         buyer=_json({"name": customer.name, "email": customer.email, "country": customer.country,
-                     "tax_exempt": bool(customer.tax_exempt)}),
+                     "tax_exempt": bool(customer.tax_exempt), "address": customer.address_dict(),
+                     "vat_number": customer.vat_number, "external_id": customer.external_id}),
         locale=customer.locale or merchant.locale or "en",
         payment_attempts="[]",
         created_at=isoformat(now),
         version=1,
     )
+
+
+def labelled_lines(lines, locale: str | None, timezone: str | None) -> list[dict]:
+    """The lines as the invoice keeps them, each with its `label` in the
+    customer's language (domain/invoice_labels.py): fixed with the invoice."""
+    from chalicelib.domain import invoice_labels
+    from chalicelib.domain.document_format import language_of
+
+    language = language_of(locale)
+    out = []
+    for line in lines:
+        data = line.as_dict()
+        data["label"] = invoice_labels.line_label(data, language, timezone or "UTC")
+        out.append(data)
+    return out
 
 
 def _year(now: datetime, merchant) -> int:

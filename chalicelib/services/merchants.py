@@ -55,9 +55,19 @@ def hash_key(api_key: str) -> str:
     return hashlib.sha256(api_key.encode()).hexdigest()
 
 
+# A key is shown, listed, revoked and named in the audit trail by its first
+# characters: "sk_" and 8 of its 43 random ones (48 of its 256 bits), enough
+# to tell a merchant's keys apart, far too few to guess the rest from.
+KEY_PREFIX_LENGTH = 11
+
+
+def key_prefix(api_key: str) -> str:
+    return api_key[:KEY_PREFIX_LENGTH]
+
+
 def _new_key(merchant_id: str) -> tuple[str, store.ApiKeyRecord]:
     api_key = f"sk_{secrets.token_urlsafe(32)}"
-    prefix = api_key[:11]
+    prefix = key_prefix(api_key)
     record = store.ApiKeyRecord(
         *store.ApiKeyRecord.key(hash_key(api_key)),
         merchant_id=merchant_id,
@@ -67,9 +77,16 @@ def _new_key(merchant_id: str) -> tuple[str, store.ApiKeyRecord]:
     return api_key, record
 
 
-def create_merchant(fields: dict) -> dict:
+def create_merchant(fields: dict, owner: tuple[str, str | None] | None = None) -> dict:
+    """A merchant and its first API key; with `owner` (e-mail, password),
+    also its first console user, made first so that a refused password
+    leaves no merchant behind."""
     fields = {"invoice_prefix": invoice_prefix_from(fields["name"]), **fields}
     merchant_id = new_id("mer")
+    if owner is not None:
+        from chalicelib.services import staff
+
+        staff.add_member(merchant_id, owner[0], "owner", owner[1], actor="operator")
     api_key, key_record = _new_key(merchant_id)
     record = store.MerchantRecord(
         *store.MerchantRecord.key(merchant_id),
@@ -78,7 +95,12 @@ def create_merchant(fields: dict) -> dict:
         api_keys={key_record.prefix: key_record.pk.split("#", 1)[1]},
         **{**DEFAULTS, **fields},
     )
-    store.create_merchant(record, key_record)
+    try:
+        store.create_merchant(record, key_record)
+    except Exception:
+        if owner is not None:
+            staff.remove_member(merchant_id, owner[0])
+        raise
     return {**serialize(record), "api_key": api_key}
 
 
@@ -88,10 +110,22 @@ def get_merchant(merchant_id: str) -> dict:
 
 def update_merchant(merchant_id: str, changes: dict) -> dict:
     record = store.get_merchant(merchant_id)
+    if "siren" in changes or "vat_number" in changes:
+        _check_legal_identity(changes.get("siren", record.siren), changes.get("vat_number", record.vat_number))
     for name, value in changes.items():
         setattr(record, name, value)
     store.save_merchant(record)
     return serialize(record)
+
+
+def _check_legal_identity(siren: str | None, vat_number: str | None) -> None:
+    """A French VAT number holds the SIREN: the one set and the one kept agree."""
+    from chalicelib.domain import legal
+
+    try:
+        legal.check_siren_matches_vat(siren, vat_number)
+    except ValueError as error:
+        raise InvalidRequest(f"vat_number: {error}", param="vat_number") from None
 
 
 def create_api_key(merchant_id: str) -> dict:
@@ -147,6 +181,7 @@ def serialize(record: store.MerchantRecord) -> dict:
         "dunning_retry_days": [int(d) for d in record.dunning_retry_days or []],
         "locale": record.locale,
         "timezone": record.timezone,
+        **record.legal_identity(),
         "api_keys": [{"prefix": prefix} for prefix in sorted(record.key_hashes())],
         "created_at": record.created_at,
     }

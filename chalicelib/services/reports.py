@@ -292,6 +292,31 @@ def usage_statistics(merchant_id: str, meter: str | None, first: str | None, las
     return {**report, "from": first_day, "to": last_day}
 
 
+# The customer page's chart reads at most this many (meter, day,
+# subscription) slots: three BatchGetItem requests.
+MAX_CHART_SLOTS = 300
+
+
+def recent_daily_usage(merchant_id: str, subscription_ids: list[str], meters: list[str], *, days: int = 30,
+                       timezone_name: str | None = None) -> dict:
+    """The usage of these subscriptions per meter and day over the last
+    `days` days (the merchant's days, today included), summed over the
+    subscriptions: {"days": [YYYY-MM-DD...], "meters": {meter: [Decimal per day]}}.
+    Read by key from the daily usage figures; subscriptions past what
+    MAX_CHART_SLOTS allows are left out."""
+    today = datetime.strptime(domain.day_of(clock().now(), timezone_name), "%Y-%m-%d")
+    shown_days = [(today - timedelta(days=back)).strftime("%Y-%m-%d") for back in range(days - 1, -1, -1)]
+    meters = list(dict.fromkeys(meters))
+    per_subscription = max(1, len(meters) * len(shown_days))
+    subscription_ids = list(dict.fromkeys(subscription_ids))[:max(1, MAX_CHART_SLOTS // per_subscription)]
+    found = store.daily_usage_of(merchant_id, ((m, d, s) for m in meters for d in shown_days for s in subscription_ids))
+    totals = {meter: [ZERO] * len(shown_days) for meter in meters}
+    position = {d: i for i, d in enumerate(shown_days)}
+    for (meter, day, _), quantity in found.items():
+        totals[meter][position[day]] += quantity
+    return {"days": shown_days, "meters": totals}
+
+
 def _last_day(text: str | None) -> str:
     """`to`: a day included, or a month (its last day)."""
     if isinstance(text, str) and domain.MONTH.match(text):
@@ -371,3 +396,12 @@ def _id_bound(moment: datetime, fill: int) -> str:
 
     millis = int(moment.astimezone(timezone.utc).timestamp() * 1000)
     return f"inv_{str(ULID.from_bytes(millis.to_bytes(6, 'big') + bytes([fill]) * 10)).lower()}"
+
+
+def history(merchant_id: str, last_month: str | None, months: int = 12) -> list[dict]:
+    """The summaries of `months` months ending with `last_month`, oldest
+    first, from one Query of the aggregates (the console's dashboard)."""
+    last = domain.parse_month(last_month)
+    first = domain.add_months(last, -(months - 1))
+    aggregates = store.aggregates_from(merchant_id, domain.add_months(first, -2))
+    return [domain.summarize(domain.add_months(first, k), aggregates) for k in range(months)]

@@ -69,14 +69,16 @@ def public_fields(record: store.SubscriptionRecord) -> dict:
 
 
 def history_entry(record: store.SubscriptionRecord, before: dict | None, change_type: str, actor: str,
-                  at: datetime) -> store.HistoryRecord:
+                  at: datetime, reason: str | None = None) -> store.HistoryRecord:
     """The history record of a change: the public fields it changed, before
-    and after (all of them, and no before, for the creation)."""
+    and after (all of them, and no before, for the creation), and why when
+    the change was given a reason."""
     after = public_fields(record)
     if before is not None:
         changed = [key for key in after if after[key] != before.get(key)]
         before, after = {key: before.get(key) for key in changed}, {key: after[key] for key in changed}
-    return store.HistoryRecord(at=isoformat(at), type=change_type, actor=actor, before=before, after=after)
+    return store.HistoryRecord(at=isoformat(at), type=change_type, actor=actor, before=before, after=after,
+                               reason=reason or None)
 
 
 def publish_change(record: store.SubscriptionRecord, entry: store.HistoryRecord) -> None:
@@ -86,7 +88,7 @@ def publish_change(record: store.SubscriptionRecord, entry: store.HistoryRecord)
         {
             "subscription": serialize(record),
             "change": {"type": entry.type, "actor": entry.actor, "at": entry.at,
-                       "before": entry.before, "after": entry.after},
+                       "before": entry.before, "after": entry.after, "reason": entry.reason},
         },
         record.merchant_id,
     )
@@ -128,9 +130,9 @@ def serialize(record: store.SubscriptionRecord) -> dict:
     }
 
 
-def commit(record, before: dict, change_type: str, actor: str, at: datetime) -> dict:
+def commit(record, before: dict, change_type: str, actor: str, at: datetime, reason: str | None = None) -> dict:
     record.updated_at = isoformat(at)
-    entry = history_entry(record, before, change_type, actor, at)
+    entry = history_entry(record, before, change_type, actor, at, reason)
     store.save_subscription(record, entry)
     publish_change(record, entry)
     return serialize(record)

@@ -168,8 +168,10 @@ def customer_subscriptions(merchant_id: str, customer_id: str) -> list[dict]:
     return [serialize(record) for record in records]
 
 
-def change_subscription(merchant_id: str, subscription_id: str, fields: dict, actor: str) -> dict:
-    """Change the offer, options or price overrides, `effective`
+def change_subscription(merchant_id: str, subscription_id: str, fields: dict, actor: str, *,
+                        reason: str | None = None) -> dict:
+    """Change the offer, options or price overrides (an option granted free
+    is `{"<option>": {"amount": "0.00"}}`), `effective`
     "immediately" (an invoice now: usage so far under the old terms, credit
     of the old fees' unused part, new fees for the rest of the period) or at
     "period_end" (scheduled; a later change replaces it, and scheduling the
@@ -177,7 +179,8 @@ def change_subscription(merchant_id: str, subscription_id: str, fields: dict, ac
 
     Changing the offer drops the phases still to come (the merchant chose
     the terms by hand); changing only options or overrides keeps them. The
-    new offer must be live and bill the same currency and interval."""
+    new offer must be live and bill the same currency and interval.
+    `reason` (a compensation...) is kept on the change's history entry."""
     now = clock().now()
     record = _caught_up(merchant_id, subscription_id, now)
     before = public_fields(record)
@@ -212,7 +215,7 @@ def change_subscription(merchant_id: str, subscription_id: str, fields: dict, ac
                 "requested_at": isoformat(now),
                 "effective_at": isoformat(period.end),
             }
-        return commit(record, before, "change_scheduled", actor, now)
+        return commit(record, before, "change_scheduled", actor, now, reason)
 
     new_version, new_terms = offers.terms_at(merchant_id, offer_id, period.start)
     _check_choices(new_terms, options, overrides)
@@ -238,7 +241,7 @@ def change_subscription(merchant_id: str, subscription_id: str, fields: dict, ac
     record.options = options
     record.price_overrides = overrides or None
     record.pending_change = None
-    commit(record, before, "changed", actor, now)
+    commit(record, before, "changed", actor, now, reason)
     return _issue_now(record)
 
 
@@ -269,7 +272,7 @@ def cancel_subscription(
     if at_period_end:
         set_state(record, state, now)
         record.cancel_at = isoformat(period.end)
-        return commit(record, before, "cancellation_scheduled", actor, now)
+        return commit(record, before, "cancellation_scheduled", actor, now, reason)
     if record.status == "incomplete" or now < period.start:
         # Never started (not yet, or its first invoice never paid and now
         # void): its first invoice is dropped, there is nothing to credit.
@@ -286,7 +289,7 @@ def cancel_subscription(
         # Usage of periods closed while paused waits for no resume now: the
         # last invoice (issued below) bills it.
         record.due_at = isoformat(now)
-    commit(record, before, "canceled", actor, now)
+    commit(record, before, "canceled", actor, now, reason)
     return _issue_now(record)
 
 
@@ -338,11 +341,13 @@ def resume_subscription(merchant_id: str, subscription_id: str, actor: str) -> d
 
 
 def subscription_history(
-    merchant_id: str, subscription_id: str, *, limit: int = 20, cursor: str | None = None
+    merchant_id: str, subscription_id: str, *, limit: int = 20, cursor: str | None = None,
+    newest_first: bool = False,
 ) -> tuple[list[dict], str | None]:
-    """Every change, oldest first: {at, type, actor, before, after}."""
+    """Every change, oldest first (the console reads the newest first):
+    {at, type, actor, before, after, reason}."""
     store.get_subscription(merchant_id, subscription_id)
-    records, next_cursor = store.history(merchant_id, subscription_id, limit, cursor)
+    records, next_cursor = store.history(merchant_id, subscription_id, limit, cursor, newest_first=newest_first)
     return [
         {
             "version": int(entry.version),
@@ -351,6 +356,7 @@ def subscription_history(
             "actor": entry.actor,
             "before": entry.before,
             "after": entry.after,
+            "reason": entry.reason,
         }
         for entry in records
     ], next_cursor
@@ -401,7 +407,7 @@ def upcoming_invoice(merchant_id: str, subscription_id: str) -> dict:
         lines,
         record.currency,
         None if rate is None else Decimal(rate),
-        bool(customer.tax_exempt),
+        issuing.reverse_charge(merchant, customer),
         customer.credit_balance(record.currency),
     )
     return {
@@ -414,7 +420,7 @@ def upcoming_invoice(merchant_id: str, subscription_id: str) -> dict:
         "billing_at": isoformat(billing_at),
         "period_start": isoformat(invoice_period.start),
         "period_end": isoformat(invoice_period.end),
-        "lines": [line.as_dict() for line in lines],
+        "lines": issuing.labelled_lines(lines, customer.locale or merchant.locale, merchant.timezone),
         **money.as_dict(),
         "note": money.note,
     }

@@ -29,9 +29,11 @@ import base64
 import hashlib
 import json
 from datetime import datetime
+from itertools import islice
 
 from pynamodb.attributes import ListAttribute, NumberAttribute, UnicodeAttribute
 from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 
 from chalicelib.store.base import BillingRecord
 from chalicelib.store.customers import CustomerCollection, collection_pk, related
@@ -72,6 +74,19 @@ class Deliveries:
             self.due_shard = due_shard_of(self.pk)
 
 
+class MerchantAlerts(GlobalSecondaryIndex):
+    class Meta:
+        index_name = "gsi2"
+        projection = AllProjection()
+
+    gsi2pk = UnicodeAttribute(hash_key=True)
+    gsi2sk = UnicodeAttribute(range_key=True)
+
+
+def merchant_alerts_pk(merchant_id: str) -> str:
+    return f"{merchant_id}#alerts"
+
+
 class AlertRecord(Deliveries, BillingRecord):
     merchant_id = UnicodeAttribute()
     alert_id = UnicodeAttribute()
@@ -91,8 +106,12 @@ class AlertRecord(Deliveries, BillingRecord):
     version = NumberAttribute(default=1)
     gsi1pk = UnicodeAttribute(null=True)
     gsi1sk = UnicodeAttribute(null=True)
+    # The merchant's alerts, newest first (the console's dashboard).
+    gsi2pk = UnicodeAttribute(null=True)
+    gsi2sk = UnicodeAttribute(null=True)
 
     customer_collection = CustomerCollection()
+    by_merchant = MerchantAlerts()
 
     @staticmethod
     def key(merchant_id: str, alert_id: str) -> tuple[str, str]:
@@ -128,6 +147,8 @@ def new_alert(merchant_id: str, fact: str, kind: str, *, customer_id: str | None
         created_at=created_at, digest_day=digest_day,
     )
     record.set_deliveries({a: _pending() for a in audiences}, retry_at)
+    record.gsi2pk = merchant_alerts_pk(merchant_id)
+    record.gsi2sk = f"{created_at}#{alert_id}"
     if customer_id:
         record.gsi1pk = collection_pk(merchant_id, customer_id)
         record.gsi1sk = f"alert#{created_at}#{alert_id}"
@@ -162,6 +183,13 @@ def get_alerts(merchant_id: str, alert_ids: list[str]) -> list[AlertRecord]:
 def customer_alerts(merchant_id: str, customer_id: str) -> list[AlertRecord]:
     """Every alert of a customer, newest first (one Query of its item collection)."""
     return related(AlertRecord, merchant_id, customer_id, "alert")[0]
+
+
+def recent_alerts(merchant_id: str, since: str, limit: int) -> list[AlertRecord]:
+    """The merchant's alerts recorded at or after `since`, newest first."""
+    query = AlertRecord.by_merchant.query(merchant_alerts_pk(merchant_id), AlertRecord.gsi2sk >= since,
+                                          scan_index_forward=False, limit=limit)
+    return list(islice(query, limit))
 
 
 def add_to_digest(merchant_id: str, kind: str, day: str, alert_ids: list[str], *, created_at: str,

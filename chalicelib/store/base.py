@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 from itertools import islice
 
@@ -30,6 +31,54 @@ class BillingRecord(Model):
 
     pk = UnicodeAttribute(hash_key=True)
     sk = UnicodeAttribute(range_key=True)
+
+
+class AuditedRecord(BillingRecord):
+    """A record of the audit trail (docs/architecture.md, "Audit trail"):
+    every write of it, a save, an update or a delete, alone or in a
+    `transaction()`, carries who made it and when (`actor`, `acted_at`:
+    chalicelib.actor), which the audit feed reads back from the table's
+    stream. Stamped here, so no writer can forget it."""
+
+    actor = UnicodeAttribute(null=True)
+    acted_at = UnicodeAttribute(null=True)
+
+    def stamp(self) -> None:
+        from chalicelib.store.dynamo import audit_stamp
+
+        for name, value in audit_stamp().items():
+            setattr(self, name, value)
+
+    def stamp_actions(self) -> list:
+        from chalicelib.store.dynamo import audit_stamp
+
+        stamp = audit_stamp()
+        return [type(self).actor.set(stamp["actor"]), type(self).acted_at.set(stamp["acted_at"])]
+
+    def stamp_stored(self) -> None:
+        """Stamp the stored item before it is deleted (a delete carries no
+        attributes): the stream's old image then names who deleted it. One
+        write more per delete, and none if the item is gone already."""
+        from pynamodb.exceptions import UpdateError
+
+        try:
+            super().update(actions=self.stamp_actions(), condition=type(self).pk.exists())
+        except UpdateError as error:
+            from chalicelib.store.errors import is_condition_failure
+
+            if not is_condition_failure(error):
+                raise
+
+    def save(self, condition=None, **kwargs):
+        self.stamp()
+        return super().save(condition, **kwargs)
+
+    def update(self, actions, condition=None, **kwargs):
+        return super().update([*actions, *self.stamp_actions()], condition, **kwargs)
+
+    def delete(self, condition=None, **kwargs):
+        self.stamp_stored()
+        return super().delete(condition, **kwargs)
 
 
 def encode_cursor(key: dict | None) -> str | None:
@@ -77,8 +126,32 @@ def transaction(client_request_token: str | None = None):
     10 minutes) a no-op instead of a second write."""
     global _connection
     from pynamodb.connection import Connection
-    from pynamodb.transactions import TransactWrite
 
     if _connection is None:
         _connection = Connection(region=BillingRecord.Meta.region)
-    return TransactWrite(connection=_connection, client_request_token=client_request_token)
+    return _stamping_transaction()(connection=_connection, client_request_token=client_request_token)
+
+
+@functools.cache
+def _stamping_transaction():
+    """PynamoDB's TransactWrite, stamping every audited record it writes
+    (AuditedRecord)."""
+    from pynamodb.transactions import TransactWrite
+
+    class StampingTransactWrite(TransactWrite):
+        def save(self, model, condition=None, return_values=None):
+            if isinstance(model, AuditedRecord):
+                model.stamp()
+            return super().save(model, condition, return_values)
+
+        def update(self, model, actions, condition=None, return_values=None, **kwargs):
+            if isinstance(model, AuditedRecord):
+                actions = [*actions, *model.stamp_actions()]
+            return super().update(model, actions, condition, return_values, **kwargs)
+
+        def delete(self, model, condition=None, **kwargs):
+            if isinstance(model, AuditedRecord):
+                model.stamp_stored()
+            return super().delete(model, condition, **kwargs)
+
+    return StampingTransactWrite

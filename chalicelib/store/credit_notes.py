@@ -31,7 +31,7 @@ from pynamodb.exceptions import DoesNotExist, TransactWriteError, UpdateError
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 
 from chalicelib.domain.errors import Conflict, InvalidRequest
-from chalicelib.store.base import BillingRecord, decode_cursor, page, transaction
+from chalicelib.store.base import AuditedRecord, BillingRecord, decode_cursor, page, transaction
 from chalicelib.store.customers import CustomerCollection, collection_pk, collection_sk
 from chalicelib.store.errors import is_condition_failure
 from chalicelib.store.invoices import InvoiceRecord, IssuedDocument
@@ -64,7 +64,7 @@ class CreditNotesOfMerchant(GlobalSecondaryIndex):
     gsi2sk = UnicodeAttribute(range_key=True)
 
 
-class CreditNoteRecord(IssuedDocument, BillingRecord):
+class CreditNoteRecord(IssuedDocument, AuditedRecord):
     merchant_id = UnicodeAttribute()
     credit_note_id = UnicodeAttribute()
     number = UnicodeAttribute(null=True)

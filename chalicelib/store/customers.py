@@ -10,6 +10,12 @@
   which customer holds an external id, written in the same transaction as the
   customer, so an external id is unique per merchant whatever runs
   concurrently (the same pattern as offer codes).
+- `{merchant_id}#customer-names` / `{word}#{customer_id}`: one record per
+  word of the customer's name (`name_tokens`: lower-cased, accents stripped),
+  written in the same transaction as the customer and replaced with it on an
+  edit, so a search by name is one Query of a prefix (`begins_with`): "dup"
+  finds "Jean Dupont" and "Dupont SARL". Customers created before these
+  records existed get theirs on their next edit (every edit writes them).
 
 Indexes:
 - gsi1 `{merchant_id}#customers` / `{customer_id}`: the merchant's
@@ -28,6 +34,7 @@ customer page reads everything a customer has without a scan.
 from __future__ import annotations
 
 import re
+import unicodedata
 import uuid
 from decimal import Decimal
 
@@ -37,12 +44,19 @@ from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 
 from chalicelib.domain.errors import Conflict, InvalidRequest, NotFound
 from chalicelib.domain.money import ZERO, format_amount
-from chalicelib.store.base import BillingRecord, decode_cursor, page, transaction
+from chalicelib.store.base import AuditedRecord, BillingRecord, decode_cursor, encode_cursor, page, transaction
 from chalicelib.store.errors import is_condition_failure
 
 CUSTOMER_SK = "customer"
 CUSTOMER_ID = re.compile(r"^cus_[0-9a-z]{26}$")
 EXTERNAL_ID_SK = "customer_external_id"
+# A name is found by its first words (a transaction holds at most 100 items).
+NAME_TOKENS_MAX = 8
+NAME_TOKEN_CHARS = 64
+# Name records one search page reads at most (one Query request): a query
+# of several words keeps only the names that have them all.
+NAME_SEARCH_READS = 100
+_WORD = re.compile(r"[^\W_]+")
 
 
 def customer_pk(merchant_id: str, customer_id: str) -> str:
@@ -55,6 +69,26 @@ def listing_pk(merchant_id: str) -> str:
 
 def email_pk(merchant_id: str, email: str) -> str:
     return f"{merchant_id}#customer_email#{email.lower()}"
+
+
+def names_pk(merchant_id: str) -> str:
+    return f"{merchant_id}#customer-names"
+
+
+def name_tokens(text: str) -> list[str]:
+    """The words a name is found by: case folded, accents stripped, split
+    on anything that is not a letter or a digit ("Jean-Loïc Dupont SARL" ->
+    jean, loic, dupont, sarl); the first NAME_TOKENS_MAX distinct ones."""
+    decomposed = unicodedata.normalize("NFKD", (text or "").casefold())
+    plain = "".join(c for c in decomposed if not unicodedata.combining(c))
+    tokens: list[str] = []
+    for word in _WORD.findall(plain):
+        word = word[:NAME_TOKEN_CHARS]
+        if word not in tokens:
+            tokens.append(word)
+            if len(tokens) == NAME_TOKENS_MAX:
+                break
+    return tokens
 
 
 def collection_pk(merchant_id: str, customer_id: str) -> str:
@@ -123,7 +157,7 @@ class CardAttribute(MapAttribute):
     payment_method_id = UnicodeAttribute(null=True)
 
 
-class CustomerRecord(BillingRecord):
+class CustomerRecord(AuditedRecord):
     merchant_id = UnicodeAttribute()
     customer_id = UnicodeAttribute()
     name = UnicodeAttribute()
@@ -132,6 +166,9 @@ class CustomerRecord(BillingRecord):
     external_id = UnicodeAttribute(null=True)
     locale = UnicodeAttribute(null=True)
     tax_exempt = BooleanAttribute(default=False)
+    # Stripe's address shape; the VAT number of a business customer.
+    address = MapAttribute(null=True)
+    vat_number = UnicodeAttribute(null=True)
     metadata = MapAttribute(default=dict)
     created_at = UnicodeAttribute()
     updated_at = UnicodeAttribute(null=True)
@@ -172,6 +209,9 @@ class CustomerRecord(BillingRecord):
     def metadata_dict(self) -> dict[str, str]:
         return _plain(self.metadata)
 
+    def address_dict(self) -> dict | None:
+        return None if self.address is None else _plain(self.address)
+
     def credit_balance(self, currency: str) -> Decimal:
         """The customer's credit in `currency` (0 when none)."""
         text = _plain(self.credit_balances).get(currency)
@@ -189,6 +229,23 @@ class ExternalIdRecord(BillingRecord):
     @staticmethod
     def key(merchant_id: str, external_id: str) -> tuple[str, str]:
         return f"{merchant_id}#customer_external_id#{external_id}", EXTERNAL_ID_SK
+
+
+class NameTokenRecord(BillingRecord):
+    """One word of a customer's name (the search by name), with the whole
+    name, so a search of several words checks them without reading the
+    customer."""
+
+    customer_id = UnicodeAttribute()
+    name = UnicodeAttribute()
+
+    @staticmethod
+    def key(merchant_id: str, token: str, customer_id: str) -> tuple[str, str]:
+        return names_pk(merchant_id), f"{token}#{customer_id}"
+
+    @property
+    def token(self) -> str:
+        return self.sk.rpartition("#")[0]
 
 
 def _plain(value) -> dict:
@@ -261,6 +318,57 @@ def customer_by_external_id(merchant_id: str, external_id: str) -> CustomerRecor
         return None
 
 
+def get_customers(merchant_id: str, customer_ids) -> list[CustomerRecord]:
+    """The merchant's customers of these ids that exist, in the order given
+    (BatchGetItem, 100 keys a request; another merchant's ids are not found)."""
+    wanted = [c for c in dict.fromkeys(customer_ids) if isinstance(c, str) and CUSTOMER_ID.match(c)]
+    if not wanted:
+        return []
+    found = {r.customer_id: r for r in CustomerRecord.batch_get([CustomerRecord.key(merchant_id, c) for c in wanted])}
+    return [found[c] for c in wanted if c in found]
+
+
+def customer_ids_by_name(merchant_id: str, words: list[str], limit: int,
+                         cursor: str | None) -> tuple[list[str], str | None]:
+    """A page of the customers whose name has, for each of `words`
+    (`name_tokens` of the search), a word that starts with it; in the order
+    of the longest search word's matches (alphabetical), each customer once.
+
+    One Query of the name records by the prefix of the longest word, reading
+    at most NAME_SEARCH_READS of them: a page may hold fewer than `limit`
+    customers and still have a next one."""
+    if not words:
+        return [], None
+    lead = max(words, key=len)
+    key = names_pk(merchant_id)
+    start = decode_cursor(cursor, merchant_id)
+    if start is not None and (set(start) != {"pk", "sk"} or start["pk"].get("S") != key
+                              or not str(start["sk"].get("S", "")).startswith(lead)):
+        raise InvalidRequest("cursor is not one this API returned", param="cursor")
+    query = NameTokenRecord.query(key, NameTokenRecord.sk.startswith(lead), last_evaluated_key=start,
+                                  limit=NAME_SEARCH_READS, page_size=NAME_SEARCH_READS)
+    found: list[str] = []
+    last = None
+    read = 0
+    for record in query:
+        read += 1
+        tokens = name_tokens(record.name)
+        # A name with two words that start with `lead` is shown at the first only.
+        first = min((t for t in tokens if t.startswith(lead)), default=None)
+        if first == record.token and all(any(t.startswith(w) for t in tokens) for w in words):
+            if len(found) == limit:
+                return found, _name_cursor(last)
+            found.append(record.customer_id)
+        last = record
+    if read == NAME_SEARCH_READS and last is not None:
+        return found, _name_cursor(last)
+    return found, None
+
+
+def _name_cursor(record: NameTokenRecord | None) -> str | None:
+    return None if record is None else encode_cursor({"pk": {"S": record.pk}, "sk": {"S": record.sk}})
+
+
 def related(record_class, merchant_id: str, customer_id: str, kind: str, *, limit: int | None = None,
             cursor: str | None = None, filter_condition=None) -> tuple[list, str | None]:
     """Records of one kind in a customer's item collection, newest first:
@@ -290,13 +398,16 @@ def _cursor(cursor: str | None, merchant_id: str, index_key: str, expected: str)
 
 
 def create_customer(record: CustomerRecord) -> None:
-    """The customer and its external id (if any), together or not at all;
-    Conflict `duplicate_external_id` when another customer holds it."""
+    """The customer, its external id (if any) and the words of its name,
+    together or not at all; Conflict `duplicate_external_id` when another
+    customer holds the external id."""
     try:
         with transaction(_attempt_token()) as write:
             write.save(record, condition=CustomerRecord.pk.does_not_exist())
             if record.external_id is not None:
                 write.save(_external_id(record), condition=ExternalIdRecord.pk.does_not_exist())
+            for token in name_tokens(record.name):
+                write.save(_name_token(record.merchant_id, token, record.customer_id, record.name))
     except TransactWriteError as error:
         if is_condition_failure(error) and record.external_id is not None:
             _raise_external_id_taken(record.merchant_id, record.external_id)
@@ -304,8 +415,8 @@ def create_customer(record: CustomerRecord) -> None:
 
 
 # Fields a merchant edits, and those it may clear with null.
-EDITABLE = ("name", "email", "country", "external_id", "locale", "tax_exempt", "metadata")
-CLEARABLE = ("external_id", "locale")
+EDITABLE = ("name", "email", "country", "external_id", "locale", "tax_exempt", "metadata", "address", "vat_number")
+CLEARABLE = ("external_id", "locale", "address", "vat_number")
 
 
 def update_customer(record: CustomerRecord, changes: dict, updated_at: str) -> CustomerRecord:
@@ -334,9 +445,17 @@ def update_customer(record: CustomerRecord, changes: dict, updated_at: str) -> C
     condition = CustomerRecord.pk.exists() & (CustomerRecord.version == expected)
     old_external = record.external_id
     new_external = changes.get("external_id", old_external)
+    name = changes.get("name", record.name)
+    tokens = name_tokens(name)
     try:
         with transaction(_attempt_token()) as write:
             write.update(record, actions=actions, condition=condition)
+            # Every edit writes the name's words (a customer made before they
+            # existed gets them here) and drops those of a former name.
+            for token in tokens:
+                write.save(_name_token(record.merchant_id, token, record.customer_id, name))
+            for token in set(name_tokens(record.name)) - set(tokens):
+                write.delete(NameTokenRecord(*NameTokenRecord.key(record.merchant_id, token, record.customer_id)))
             if new_external != old_external:
                 if old_external is not None:
                     write.delete(
@@ -448,6 +567,10 @@ def _external_id(record: CustomerRecord) -> ExternalIdRecord:
     return ExternalIdRecord(
         *ExternalIdRecord.key(record.merchant_id, record.external_id), customer_id=record.customer_id
     )
+
+
+def _name_token(merchant_id: str, token: str, customer_id: str, name: str) -> NameTokenRecord:
+    return NameTokenRecord(*NameTokenRecord.key(merchant_id, token, customer_id), customer_id=customer_id, name=name)
 
 
 def _raise_external_id_taken(merchant_id: str, external_id: str):

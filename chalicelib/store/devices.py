@@ -204,8 +204,11 @@ def decode_device(item: dict) -> Device:
 
 
 def _subscription_attributes(subscription: AttachedSubscription) -> dict:
+    """What every attachment writes on the device (created, moved, its
+    calendar refreshed): the subscription's copy, and the audit stamp of who
+    attached it (a reading's write carries none: it is not audited)."""
     calendar = subscription.calendar
-    return {
+    return dynamo.stamped({
         "subscription_id": s(subscription.subscription_id),
         "customer_id": s(subscription.customer_id),
         "start_at": s(_iso(calendar.start)),
@@ -215,7 +218,7 @@ def _subscription_attributes(subscription: AttachedSubscription) -> dict:
         "timezone": s(calendar.timezone),
         # The subscription's cancellation: readings at or after it count no usage.
         **({"ends_at": s(_iso(calendar.end))} if calendar.end is not None else {}),
-    }
+    })
 
 
 # ---------------------------------------------------------------------------

@@ -14,7 +14,11 @@ from collections.abc import Iterable
 from typing import Any
 
 from chalicelib import aws
+from chalicelib.actor import current_actor
+from chalicelib.clock import clock
 from chalicelib.config import settings
+from chalicelib.domain.audit import instant_text
+
 
 def client():
     """The DynamoDB client (chalicelib.aws)."""
@@ -35,6 +39,18 @@ def n(value: int) -> dict:
 
 def key(pk: str, sk: str) -> dict:
     return {"pk": {"S": pk}, "sk": {"S": sk}}
+
+
+def audit_stamp() -> dict[str, str]:
+    """Who writes now, and when: what every write of an audited record
+    carries (`actor`, `acted_at`), for the audit feed to read back from the
+    table's stream (services/audit.py)."""
+    return {"actor": current_actor(), "acted_at": instant_text(clock().now())}
+
+
+def stamped(attributes: dict) -> dict:
+    """`attributes` (attribute values of an item or of a SET) with the audit stamp."""
+    return {**attributes, **{name: s(value) for name, value in audit_stamp().items()}}
 
 
 def text(item: dict, name: str, default: str | None = None) -> str | None:

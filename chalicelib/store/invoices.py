@@ -51,7 +51,7 @@ from ulid import ULID
 
 from chalicelib.domain.errors import Conflict, InvalidRequest, NotFound
 from chalicelib.domain.rating import MeterUsage
-from chalicelib.store.base import BillingRecord, decode_cursor, encode_cursor, page, transaction
+from chalicelib.store.base import AuditedRecord, BillingRecord, decode_cursor, encode_cursor, page, transaction
 from chalicelib.store.customers import CustomerCollection, collection_pk, collection_sk
 from chalicelib.store.due import due_key, due_shard_of
 from chalicelib.store.errors import is_condition_failure
@@ -119,7 +119,7 @@ class IssuedDocument:
         return json.loads(text) if text else {}
 
 
-class InvoiceRecord(IssuedDocument, BillingRecord):
+class InvoiceRecord(IssuedDocument, AuditedRecord):
     merchant_id = UnicodeAttribute()
     invoice_id = UnicodeAttribute()
     number = UnicodeAttribute(null=True)
@@ -323,6 +323,15 @@ def find_invoice(merchant_id: str, invoice_id: str, *, consistent: bool = True) 
         return InvoiceRecord.get(*InvoiceRecord.key(merchant_id, invoice_id), consistent_read=consistent)
     except DoesNotExist:
         return None
+
+
+def find_invoices(merchant_id: str, invoice_ids) -> dict[str, InvoiceRecord]:
+    """The merchant's invoices of these ids that exist, by id (BatchGetItem,
+    100 keys a request; eventually consistent)."""
+    wanted = [i for i in dict.fromkeys(invoice_ids) if isinstance(i, str) and i.startswith("inv_") and len(i) <= 64]
+    if not wanted:
+        return {}
+    return {r.invoice_id: r for r in InvoiceRecord.batch_get([InvoiceRecord.key(merchant_id, i) for i in wanted])}
 
 
 def subscription_for_billing(merchant_id: str, subscription_id: str):

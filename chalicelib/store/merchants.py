@@ -5,10 +5,10 @@ from pynamodb.attributes import ListAttribute, MapAttribute, NumberAttribute, Un
 from pynamodb.exceptions import DoesNotExist, PutError
 
 from chalicelib.domain.errors import NotFound
-from chalicelib.store.base import BillingRecord, transaction
+from chalicelib.store.base import AuditedRecord, BillingRecord, transaction
 
 
-class MerchantRecord(BillingRecord):
+class MerchantRecord(AuditedRecord):
     merchant_id = UnicodeAttribute()
     name = UnicodeAttribute()
     default_currency = UnicodeAttribute()
@@ -19,6 +19,17 @@ class MerchantRecord(BillingRecord):
     dunning_retry_days = ListAttribute(of=NumberAttribute, default=list)
     locale = UnicodeAttribute(default="en")
     timezone = UnicodeAttribute(default="UTC")
+    # The legal identity its invoices carry (docs/api.md, "Legal invoices"):
+    # the address as Stripe's {line1, line2, postal_code, city, state, country}.
+    legal_name = UnicodeAttribute(null=True)
+    address = MapAttribute(null=True)
+    siren = UnicodeAttribute(null=True)
+    company_id = UnicodeAttribute(null=True)
+    vat_number = UnicodeAttribute(null=True)
+    legal_form = UnicodeAttribute(null=True)
+    # A decimal string in the merchant's default currency.
+    share_capital = UnicodeAttribute(null=True)
+    registration = UnicodeAttribute(null=True)
     created_at = UnicodeAttribute()
     # prefix -> sha256 of the key, so a key can be revoked by its prefix.
     api_keys = MapAttribute(default=dict)
@@ -34,6 +45,22 @@ class MerchantRecord(BillingRecord):
 
     def tax_rate_table(self) -> dict[str, str]:
         return _plain(self.tax_rates)
+
+    def address_dict(self) -> dict | None:
+        return None if self.address is None else _plain(self.address)
+
+    def legal_identity(self) -> dict:
+        """The legal fields, as the merchant object and its invoices show them."""
+        return {
+            "legal_name": self.legal_name,
+            "address": self.address_dict(),
+            "siren": self.siren,
+            "company_id": self.company_id,
+            "vat_number": self.vat_number,
+            "legal_form": self.legal_form,
+            "share_capital": self.share_capital,
+            "registration": self.registration,
+        }
 
 
 def _plain(value) -> dict:

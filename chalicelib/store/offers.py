@@ -41,7 +41,7 @@ from pynamodb.exceptions import DoesNotExist, PutError, TransactWriteError, Upda
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 
 from chalicelib.domain.errors import Conflict, InvalidRequest, NotFound
-from chalicelib.store.base import BillingRecord, decode_cursor, page, transaction
+from chalicelib.store.base import AuditedRecord, BillingRecord, decode_cursor, page, transaction
 from chalicelib.store.errors import is_condition_failure
 
 OFFER_SK = "offer"
@@ -68,7 +68,7 @@ class OffersOfMerchant(GlobalSecondaryIndex):
     gsi1sk = UnicodeAttribute(range_key=True)
 
 
-class OfferPart(BillingRecord):
+class OfferPart(AuditedRecord):
     """A record of an offer's partition: the offer itself or one of its versions."""
 
     kind = DiscriminatorAttribute()

@@ -33,7 +33,7 @@ from pynamodb.exceptions import DoesNotExist, TransactWriteError
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 
 from chalicelib.domain.errors import Conflict, InvalidRequest, NotFound
-from chalicelib.store.base import BillingRecord, decode_cursor, page, transaction
+from chalicelib.store.base import AuditedRecord, BillingRecord, decode_cursor, page, transaction
 from chalicelib.store.customers import CustomerCollection, collection_pk, collection_sk, related
 from chalicelib.store.due import due_shard_of
 from chalicelib.store.errors import is_condition_failure
@@ -63,7 +63,7 @@ class SubscriptionsByStatus(GlobalSecondaryIndex):
     gsi2sk = UnicodeAttribute(range_key=True)
 
 
-class SubscriptionRecord(BillingRecord):
+class SubscriptionRecord(AuditedRecord):
     """A subscription. Instants are ISO 8601 strings in UTC with `Z`; money
     never appears here except inside the JSON of pending invoice lines, as
     decimal strings."""
@@ -160,6 +160,8 @@ class HistoryRecord(BillingRecord):
     actor = UnicodeAttribute()
     before = JSONAttribute(null=True)
     after = JSONAttribute()
+    # Why, when the change was given a reason (a compensation, a cancellation's comment).
+    reason = UnicodeAttribute(null=True)
 
     @staticmethod
     def key(merchant_id: str, subscription_id: str, version: int) -> tuple[str, str]:
@@ -211,15 +213,16 @@ def customer_subscriptions(
     return records, next_cursor
 
 
-def history(merchant_id: str, subscription_id: str, limit: int, cursor: str | None) -> tuple[list[HistoryRecord], str | None]:
-    """A page of the subscription's history, oldest first."""
+def history(merchant_id: str, subscription_id: str, limit: int, cursor: str | None, *,
+            newest_first: bool = False) -> tuple[list[HistoryRecord], str | None]:
+    """A page of the subscription's history, oldest first (or newest first)."""
     key = subscription_pk(merchant_id, subscription_id)
     start = decode_cursor(cursor, merchant_id)
     if start is not None and start.get("pk", {}).get("S") != key:
         raise InvalidRequest("cursor is not one this API returned", param="cursor")
     query = HistoryRecord.query(
         key, HistoryRecord.sk.startswith("history#"), limit=limit + 1, last_evaluated_key=start,
-        consistent_read=True,
+        consistent_read=True, scan_index_forward=not newest_first,
     )
     return page(query, limit)
 

@@ -28,7 +28,9 @@ for every function alike; a new handler needs nothing in this file:
 And for the API: every path also has API Gateway's ANY method, to the same
 function, so that a method the path does not serve (PUT, DELETE, OPTIONS...)
 reaches the app, which answers `405 method_not_allowed` with `Allow`, instead
-of API Gateway's `403 Missing Authentication Token`.
+of API Gateway's `403 Missing Authentication Token`; and a path no route
+serves is answered `404 not_found` in the API's error shape (a gateway
+response), not with that 403 either.
 
 What a function may do beyond that is written in its own policy file,
 `.chalice/policies/<function>.json`, named by `iam_policy_file` in
@@ -141,6 +143,7 @@ def complete(template: dict, stage: str) -> dict:
     _pin_stage(template, stage)
     _name_api(resources)
     _every_method_to_the_app(resources)
+    _unknown_paths_not_found(resources)
     owners: dict[str, str] = {}
     for function in functions(template):
         role_id = _own_role(function, resources, owners)
@@ -196,6 +199,32 @@ def _every_method_to_the_app(resources: dict) -> None:
                 "responses": {"405": {"description": "the path does not serve this method"}},
                 "x-amazon-apigateway-integration": copy.deepcopy(integrations[0]),
             }
+
+
+# API Gateway answers a path no route serves itself: 403 "Missing
+# Authentication Token" (MISSING_AUTHENTICATION_TOKEN), or, when the request
+# carries an Authorization header that is not an AWS signature (every
+# merchant's Bearer key), a signature error (INVALID_SIGNATURE). No route of
+# this API takes AWS signatures, so both mean "no such path": the API's 404
+# in its error shape, as the app answers an unknown object.
+UNKNOWN_PATH_RESPONSES = ("MISSING_AUTHENTICATION_TOKEN", "INVALID_SIGNATURE")
+UNKNOWN_PATH_BODY = ('{"error": {"type": "not_found_error", "code": "not_found", '
+                     '"message": "no route serves this path", "param": null, "request_id": "$context.requestId"}}')
+
+
+def _unknown_paths_not_found(resources: dict) -> None:
+    """Gateway responses in the API's definition (not resources of their
+    own, which a deployment made before them would not carry)."""
+    api = resources.get("RestAPI")
+    if api is None:
+        return
+    responses = api["Properties"]["DefinitionBody"].setdefault("x-amazon-apigateway-gateway-responses", {})
+    for response_type in UNKNOWN_PATH_RESPONSES:
+        responses[response_type] = {
+            "statusCode": 404,
+            "responseParameters": {"gatewayresponse.header.Content-Type": "'application/json'"},
+            "responseTemplates": {"application/json": UNKNOWN_PATH_BODY},
+        }
 
 
 def _own_role(function: Function, resources: dict, owners: dict[str, str]) -> str:

@@ -6,7 +6,9 @@ chalice's local server answers the methods it has no handler for itself
 OPTIONS it has no route for with an empty `200`, where the deployed API
 hands both to the app (the ANY method of every path, infra/aws/template.py),
 which answers `405 method_not_allowed` with `Allow` (chalicelib/api/middleware.py).
-Here every method goes to the app, so the local stage answers as AWS does.
+Here every method goes to the app, so the local stage answers as AWS does; and
+a path no route serves is the deployed API's `404 not_found`, not chalice's
+imitation of API Gateway's default 403.
 
     python -m infra.local.api_server --host 127.0.0.1 --port 8000 --stage local
 """
@@ -20,13 +22,34 @@ from http.server import BaseHTTPRequestHandler
 
 from chalice.cli.factory import CLIFactory
 from chalice.deploy.validate import validate_routes
-from chalice.local import ChaliceRequestHandler, CustomLocalChalice, LocalChalice, LocalDevServer, LocalGateway
+from chalice.local import (ChaliceRequestHandler, CustomLocalChalice, ForbiddenError, LocalChalice, LocalDevServer,
+                           LocalGateway, LocalGatewayException)
+
+from infra.aws.template import UNKNOWN_PATH_BODY
+
+
+class UnknownPath(LocalGatewayException):
+    CODE = 404
 
 
 class EveryMethodGateway(LocalGateway):
     def _has_user_defined_options_method(self, lambda_event) -> bool:
         # No CORS preflight is answered on the app's behalf: it answers OPTIONS (405).
         return True
+
+    def handle_request(self, method, path, headers, body):
+        # A path no route serves: the 404 the deployed API's gateway response
+        # gives (infra/aws/template.py), where chalice imitates API Gateway's 403.
+        try:
+            return super().handle_request(method, path, headers, body)
+        except ForbiddenError:
+            try:
+                self._generate_lambda_event(method, path, headers, body)
+            except ValueError:
+                request_id = self._generate_lambda_context().aws_request_id
+                text = UNKNOWN_PATH_BODY.replace("$context.requestId", request_id)
+                raise UnknownPath({"Content-Type": "application/json"}, text.encode()) from None
+            raise
 
 
 class EveryMethodHandler(ChaliceRequestHandler):

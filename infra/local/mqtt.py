@@ -14,6 +14,7 @@ import asyncio
 import json
 import logging
 import threading
+import time
 from decimal import Decimal
 
 import boto3
@@ -107,15 +108,26 @@ def rule_output(topic: str, payload: bytes) -> str | None:
 class CountersBridge:
     """Subscribes to the counters topics and sends each message, through
     `rule_output`, to the usage queue; a message the queue refuses goes to
-    the dead-letter queue (the rule's error action)."""
+    the dead-letter queue (the rule's error action).
+
+    Messages are handed from the MQTT thread to a sender thread, which sends
+    them in order, ten a request, and keeps trying while the queue cannot be
+    reached (AWS restarting): a message is never dropped for want of a queue,
+    and a slow queue never stalls the MQTT connection. `stop` sends what is
+    left before it returns."""
 
     def __init__(self, host: str, port: int, queue_url: str, dead_letter_queue_url: str | None = None):
+        import queue
+
         import paho.mqtt.client as mqtt
 
         self.queue_url = queue_url
         self.dead_letter_queue_url = dead_letter_queue_url
         self._sqs = boto3.client("sqs")
         self.forwarded = 0
+        self._pending: queue.Queue = queue.Queue()
+        self._stopping = threading.Event()
+        self._sender = threading.Thread(target=self._send_pending, name="mqtt-bridge-sender", daemon=True)
         self._subscribed = threading.Event()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="local-iot-rule")
         self.client.on_connect = self._on_connect
@@ -124,6 +136,7 @@ class CountersBridge:
         self.host, self.port = host, port
 
     def start(self, timeout: float = 15) -> "CountersBridge":
+        self._sender.start()
         self.client.connect(self.host, self.port, keepalive=30)
         self.client.loop_start()
         if not self._subscribed.wait(timeout):
@@ -136,19 +149,66 @@ class CountersBridge:
 
     def _on_message(self, client, userdata, message) -> None:
         body = rule_output(message.topic, message.payload)
-        if body is None:
-            return
-        try:
-            self._sqs.send_message(QueueUrl=self.queue_url, MessageBody=body)
-            self.forwarded += 1
-        except Exception:
-            logger.exception("the usage queue refused a counters message; parking it")
-            if self.dead_letter_queue_url:
-                self._sqs.send_message(QueueUrl=self.dead_letter_queue_url, MessageBody=body)
+        if body is not None:
+            self._pending.put(body)
 
-    def stop(self) -> None:
+    def _send_pending(self) -> None:
+        import queue
+
+        while not (self._stopping.is_set() and self._pending.empty()):
+            try:
+                batch = [self._pending.get(timeout=0.2)]
+            except queue.Empty:
+                continue
+            while len(batch) < 10:
+                try:
+                    batch.append(self._pending.get_nowait())
+                except queue.Empty:
+                    break
+            self._send(batch)
+
+    def _send(self, bodies: list[str]) -> None:
+        """Send `bodies` to the usage queue, trying again (after a pause that
+        grows to 5 s) for as long as the queue cannot be reached; an entry
+        SQS refuses as the sender's fault is parked in the dead-letter queue."""
+        entries = {str(i): body for i, body in enumerate(bodies)}
+        pause = 0.1
+        while entries:
+            try:
+                answer = self._sqs.send_message_batch(
+                    QueueUrl=self.queue_url, Entries=[{"Id": i, "MessageBody": b} for i, b in entries.items()])
+            except Exception as error:
+                if pause == 0.1:  # once per outage, not once per try
+                    logger.warning("the usage queue cannot be reached (%s); %d counters messages wait",
+                                   type(error).__name__, len(entries) + self._pending.qsize())
+                time.sleep(pause)
+                pause = min(5.0, pause * 2)
+                continue
+            failed = {f["Id"]: f for f in answer.get("Failed", [])}
+            self.forwarded += len(entries) - len(failed)
+            refused = [entries[i] for i, f in failed.items() if f.get("SenderFault")]
+            if refused:
+                self._park(refused)
+            entries = {i: entries[i] for i, f in failed.items() if not f.get("SenderFault")}
+            if entries:
+                time.sleep(pause)
+                pause = min(5.0, pause * 2)
+
+    def _park(self, bodies: list[str]) -> None:
+        logger.error("the usage queue refused %d counters message(s); parking them", len(bodies))
+        if not self.dead_letter_queue_url:
+            return
+        for body in bodies:
+            try:
+                self._sqs.send_message(QueueUrl=self.dead_letter_queue_url, MessageBody=body)
+            except Exception:
+                logger.exception("a refused counters message could not be parked")
+
+    def stop(self, timeout: float = 10) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+        self._stopping.set()
+        self._sender.join(timeout)
 
 
 def start_mqtt(port: int, queue_url: str, dead_letter_queue_url: str | None = None,

@@ -124,11 +124,43 @@ def provision(region: str = "eu-west-1", table_names: dict[str, str] | None = No
             events.create_event_bus(Name=event_bus_name)
         env["EVENT_BUS_NAME"] = event_bus_name
 
+    env.update(_staff_pool(template, region))
+
     ses = boto3.client("ses", region_name=region)
     ses.verify_email_identity(EmailAddress=alert_sender)
     env["ALERT_SENDER"] = alert_sender
     env.update(_mail_feedback(template, region, ses, arns))
     return env
+
+
+def _staff_pool(template: dict, region: str) -> dict[str, str]:
+    """The console's Cognito user pool and its client, as the template
+    declares them (found again by name on a second run)."""
+    pools = resources_of_type(template, "AWS::Cognito::UserPool")
+    if not pools:
+        return {}
+    (pool_id, properties), = pools.items()
+    client_properties = next(iter(resources_of_type(template, "AWS::Cognito::UserPoolClient").values()))
+    cognito = boto3.client("cognito-idp", region_name=region)
+    name = f"billing-{pool_id}"
+    found = [p["Id"] for p in cognito.list_user_pools(MaxResults=60)["UserPools"] if p["Name"] == name]
+    if found:
+        user_pool_id = found[0]
+    else:
+        user_pool_id = cognito.create_user_pool(
+            PoolName=name, UsernameAttributes=properties["UsernameAttributes"],
+            Policies=properties["Policies"], AdminCreateUserConfig=properties["AdminCreateUserConfig"],
+            Schema=properties["Schema"],
+        )["UserPool"]["Id"]
+    clients = cognito.list_user_pool_clients(UserPoolId=user_pool_id, MaxResults=60)["UserPoolClients"]
+    if clients:
+        client_id = clients[0]["ClientId"]
+    else:
+        client_id = cognito.create_user_pool_client(
+            UserPoolId=user_pool_id, ClientName=client_properties["ClientName"],
+            ExplicitAuthFlows=client_properties["ExplicitAuthFlows"], GenerateSecret=False,
+        )["UserPoolClient"]["ClientId"]
+    return {"STAFF_USER_POOL_ID": user_pool_id, "STAFF_USER_POOL_CLIENT_ID": client_id}
 
 
 def _mail_feedback(template: dict, region: str, ses, queue_arns: dict[str, str]) -> dict[str, str]:

@@ -70,14 +70,18 @@ def wait_for_http(url: str, seconds: float, process: subprocess.Popen) -> None:
 
 
 class Stage:
-    def __init__(self, ports: dict[str, int], state_dir: Path):
+    def __init__(self, ports: dict[str, int], state_dir: Path, keep_aws_state: bool = False):
         self.ports = ports
         self.state_dir = state_dir
         self.processes: list[tuple[str, subprocess.Popen]] = []
         self.env = stage_environment(ports, state_dir)
+        # moto saves its state on SIGTERM and loads it when started again
+        # (infra/local/moto_state.py): what a restart of AWS's stand-in needs.
+        self.keep_aws_state = keep_aws_state
 
     def spawn(self, name: str, args: list[str]) -> subprocess.Popen:
-        log = open(self.state_dir / f"{name}.log", "wb")
+        # Appended to: a process started again (`restart`) keeps its history.
+        log = open(self.state_dir / f"{name}.log", "ab")
         # Each child leads its own process group, so stopping it also stops
         # whatever it started (chalice's server threads, moto's workers).
         process = subprocess.Popen(
@@ -88,8 +92,9 @@ class Stage:
 
     def start(self) -> None:
         python = sys.executable
+        state = ["--state-file", str(self.state_dir / "aws-state.pickle")] if self.keep_aws_state else []
         moto = self.spawn("moto", [python, "-m", "infra.local.moto_server",
-                                   "-H", "127.0.0.1", "-p", str(self.ports["moto"])])
+                                   "-H", "127.0.0.1", "-p", str(self.ports["moto"]), *state])
         wait_for_http(f"http://127.0.0.1:{self.ports['moto']}/moto-api/", 30, moto)
         self.provision()
 
@@ -144,6 +149,34 @@ class Stage:
                 "Ctrl-C stops everything.",
             ]
         )
+
+    def process(self, name: str) -> subprocess.Popen:
+        return next(process for named, process in self.processes if named == name)
+
+    def restart(self, name: str, sig: int = signal.SIGKILL, timeout: float = 30) -> subprocess.Popen:
+        """Stop one of the stage's processes, its whole group, with `sig`
+        (SIGKILL: a crash; SIGTERM: an orderly stop), and start it again as
+        it was started, with the same arguments and environment. Returns the
+        new process once it answers (moto, localstripe, the API) or has
+        started (the driver)."""
+        index = next(i for i, (named, _) in enumerate(self.processes) if named == name)
+        old = self.processes[index][1]
+        _signal_group(old, sig)
+        try:
+            old.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _signal_group(old, signal.SIGKILL)
+            old.wait()
+        _signal_group(old, signal.SIGKILL)  # what the group started may outlive its leader
+        del self.processes[index]
+        new = self.spawn(name, list(old.args))
+        self.processes.insert(index, self.processes.pop())
+        urls = {"moto": f"http://127.0.0.1:{self.ports['moto']}/moto-api/",
+                "localstripe": f"http://127.0.0.1:{self.ports['stripe']}/v1/customers",
+                "api": f"http://127.0.0.1:{self.ports['api']}/health"}
+        if name in urls:
+            wait_for_http(urls[name], 60, new)
+        return new
 
     def first_exited(self) -> tuple[str, int] | None:
         for name, process in self.processes:

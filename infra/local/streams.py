@@ -1,7 +1,9 @@
 """The local stage's stand-in for a DynamoDB stream event source: reads a
-table's stream on moto and hands the records to the function that consumes
+table's stream on moto and hands the records to a function that consumes
 it, in batches, as Lambda does: a batch that reports a failure
-(ReportBatchItemFailures) is handed again from that record on."""
+(ReportBatchItemFailures) is handed again from that record on. A table
+read by several functions has one reader per function (an event source
+mapping each, with its own position in the stream)."""
 from __future__ import annotations
 
 import os
@@ -12,17 +14,18 @@ import boto3
 from infra.local.lambda_events import LocalContext
 
 
-def stream_consumers(app) -> dict[str, Callable]:
-    """Table logical id -> the handler of app.py that reads its stream."""
+def stream_consumers(app) -> list[tuple[str, Callable]]:
+    """(table logical id, a handler of app.py that reads its stream), for
+    every stream event source of the app."""
     from infra.aws.template import table_named
 
     import app as module
 
-    return {
-        table_named(source.stream_arn): getattr(module, source.name)
+    return [
+        (table_named(source.stream_arn), getattr(module, source.name))
         for source in app.event_sources
         if type(source).__name__ == "DynamoDBEventConfig"
-    }
+    ]
 
 
 class TableStream:

@@ -35,7 +35,7 @@ RUNNER = (
     "result = getattr(import_module(sys.argv[1]), sys.argv[2])(*json.loads(sys.argv[3]))\n"
     f"print({MARK!r} + json.dumps(result, default=str), flush=True)\n"
 )
-QUICK = {"BENCH_DEVICES": "100", "BENCH_READINGS": "4", "BENCH_SUBSCRIPTIONS": "50", "BENCH_API_CUSTOMERS": "10",
+QUICK = {"BENCH_CONSOLE_CUSTOMERS": "100", "BENCH_CONSOLE_MONTHS": "3", "BENCH_DEVICES": "100", "BENCH_READINGS": "4", "BENCH_SUBSCRIPTIONS": "50", "BENCH_API_CUSTOMERS": "10",
          "BENCH_API_REQUESTS": "15", "BENCH_IMPORT_RUNS": "3"}
 # `make bench`'s sizes: 10,000 readings of 500 machines; 300 subscriptions
 # billed (the counts per invoice do not depend on it, and moto's index
@@ -114,6 +114,7 @@ def run_all(env: dict) -> dict:
         "ingest_10": ("tests.bench.bench_ingest", "run", [10]),
         "ingest_100": ("tests.bench.bench_ingest", "run", [100]),
         "api": ("tests.bench.bench_api", "main", []),
+        "console": ("tests.bench.bench_console", "main", []),
     }
     if (ROOT / "tests" / "bench" / "bench_reports.py").exists():
         tasks["reports"] = ("tests.bench.bench_reports", "main", [])
@@ -127,6 +128,7 @@ def run_all(env: dict) -> dict:
     }
     results["billing"] = done["billing"]
     results["api"] = done["api"]
+    results["console"] = done["console"]
     if "reports" in done:
         results["reports"] = done["reports"]
     results["wall_seconds"] = round(time.perf_counter() - started, 1)
@@ -293,6 +295,22 @@ def document(results: dict) -> str:
                  x["dynamodb_requests"]["median"], ", ".join(f"{k} {v}" for k, v in x["dynamodb_by_operation"].items())]
                 for route, x in r["api"]["routes"].items()]), "",
     ]
+    if "console" in r:
+        c = r["console"]
+        out += [
+            "## Console", "",
+            f"The back office's pages for a merchant with {c['customers']:,} customers, {c['billed_customers']} of them"
+            f" billed every month for {c['months']} months, a member of staff signed in; as API Gateway events"
+            " (the session cookie in the headers), warm, against moto (medians of %d requests each; goal: a"
+            " server time under 300 ms and a number of DynamoDB requests that does not grow with the customers)."
+            % next(iter(c["pages"].values()))["requests"], "",
+            _table(["page", "CPU ms, ours + SDK (median / p90)", "of which ours", "DynamoDB requests (median / max)",
+                    "by operation"],
+                   [[name, f"{x['cpu_ms']['median']} / {x['cpu_ms']['p90']}", x["app_cpu_ms_median"],
+                     f"{x['dynamodb_requests']['median']} / {x['dynamodb_requests']['max']}",
+                     ", ".join(f"{k} {v}" for k, v in x["dynamodb_by_operation"].items())]
+                    for name, x in c["pages"].items()]), "",
+        ]
     if "reports" in r:
         out += ["## Reports", "", "```json", json.dumps({k: v for k, v in r["reports"].items() if k != "wall_seconds"},
                                                         indent=1)[:3000], "```", ""]

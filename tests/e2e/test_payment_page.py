@@ -8,34 +8,12 @@ never downloads a browser.
 """
 from __future__ import annotations
 
-import os
 import time
 from datetime import datetime, timedelta
-from pathlib import Path
-
-import pytest
 
 from chalicelib.clock import isoformat
 
-ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    if not os.path.exists(CHROMIUM):
-        pytest.fail("Debian's chromium is missing: run `make system-deps`")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+from tests.e2e.conftest import ARTIFACTS
 
 
 def subscribed_customer(merchant) -> tuple[str, str]:

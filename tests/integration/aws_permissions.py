@@ -190,4 +190,9 @@ def _moto_resources(environment: dict[str, str]) -> tuple[dict, dict]:
     for logical_id in resources_of_type(template, "AWS::Events::EventBus"):
         refs[logical_id] = environment["EVENT_BUS_NAME"]
         attributes[(logical_id, "Arn")] = arn("events", f"event-bus/{environment['EVENT_BUS_NAME']}")
+    for logical_id in resources_of_type(template, "AWS::Cognito::UserPool"):
+        refs[logical_id] = environment["STAFF_USER_POOL_ID"]
+        attributes[(logical_id, "Arn")] = arn("cognito-idp", f"userpool/{environment['STAFF_USER_POOL_ID']}")
+    for logical_id in resources_of_type(template, "AWS::Cognito::UserPoolClient"):
+        refs[logical_id] = environment["STAFF_USER_POOL_CLIENT_ID"]
     return refs, attributes

@@ -15,13 +15,25 @@ from tests.unit.test_catalog import API_EXAMPLE
 
 # Every media type a route answers with, so that no route refuses the
 # request for its Accept header before it looks at the key or the object.
-ACCEPT = "application/json, application/pdf, text/csv, text/html"
+ACCEPT = "application/json, application/pdf, application/xml, text/csv, text/html"
+
+# What a merchant's e-invoices need of it (docs/api.md, "Legal invoices"), so
+# that the owner of the swept objects can read every one of them.
+LEGAL_IDENTITY = {
+    "legal_name": "Optique Durand SAS", "siren": "732829320", "vat_number": "FR44732829320",
+    "address": {"line1": "12 rue de la Paix", "postal_code": "75002", "city": "Paris", "country": "FR"},
+}
 
 # API.md: "Public, no key: GET /health, the payment page GET /pay/{token}
 # and its form posts, POST /webhooks/stripe"; and the API's own reference.
 PUBLIC = {
     ("GET", "/health"), ("GET", "/pay/{token}"), ("POST", "/pay/{token}/complete"),
     ("POST", "/webhooks/stripe"), ("GET", "/openapi.json"), ("GET", "/docs"),
+    # The console's sign-in, its forgotten password and its language
+    # ("Back office": staff sign in with e-mail and password).
+    ("GET", "/console/login"), ("POST", "/console/login"), ("GET", "/console/password-reset"),
+    ("POST", "/console/password-reset"), ("POST", "/console/password-reset/confirm"),
+    ("POST", "/console/language"),
 }
 
 
@@ -124,6 +136,11 @@ def _key_prefix(owner: Owner) -> str:
     return owner.post("/merchant/api-keys", {})["prefix"]
 
 
+def _staff_email(owner: Owner) -> str:
+    return owner.post("/merchant/users", {"email": "vendeur@labo-martin.fr", "role": "staff",
+                                          "password": "Staff-pass-2026"})["email"]
+
+
 MAKERS: dict[str, Callable[[Owner], str]] = {
     "offer_id": _offer,
     "customer_id": _customer,
@@ -132,6 +149,7 @@ MAKERS: dict[str, Callable[[Owner], str]] = {
     "invoice_id": _invoice,
     "credit_note_id": _credit_note,
     "prefix": _key_prefix,
+    "email": _staff_email,
 }
 
 # Where the owner reads the object a parameter names (its state before and
@@ -144,6 +162,7 @@ READ_PATHS = {
     "invoice_id": "/invoices/{invoice_id}",
     "credit_note_id": "/credit-notes/{credit_note_id}",
     "prefix": "/merchant",
+    "email": "/merchant/users",
 }
 
 # Bodies that pass validation, for the models that require fields (the

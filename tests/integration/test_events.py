@@ -5,8 +5,9 @@ is driven through its handler here, so the samples cannot rot:
   the API; its credentials are replaced by real ones (the operator's for
   /admin, a new merchant's otherwise);
 - an SQS batch: the function consuming the queue its `eventSourceARN` names;
-- a DynamoDB stream batch: the function reading the stream of the table its
-  `eventSourceARN` names (`table/<LogicalId>/stream/...`);
+- a DynamoDB stream batch: every function reading the stream of the table
+  its `eventSourceARN` names (`table/<LogicalId>/stream/...`), each handed
+  the same records as Lambda does;
 - an EventBridge scheduled event: the function whose rule its `resources`
   name (`<stack>-<Function><Function>Event-<id>`, as SAM names it);
 - a Stripe event: POST /webhooks/stripe, signed here with the webhook secret;
@@ -72,8 +73,7 @@ def target(sample: dict) -> tuple[str, str, str]:
         tables = {r["eventSourceARN"].split(":table/", 1)[1].split("/")[0] for r in sample["Records"]}
         assert len(tables) == 1, f"one batch comes from one table's stream, not {sorted(tables)}"
         [table] = tables
-        consumers = [name for name, kind in functions.items()
-                     if kind == "dynamodb" and table_named(event_source(app, name).stream_arn) == table]
+        consumers = stream_readers(table)
         assert consumers, f"no function reads {table}'s stream"
         return "stream", consumers[0], table
     if sample.get("source") == "aws.events" and sample.get("detail-type") == "Scheduled Event":
@@ -96,10 +96,25 @@ def target(sample: dict) -> tuple[str, str, str]:
     raise AssertionError("not a trigger of any handler")
 
 
+def stream_readers(table: str) -> list[str]:
+    """Every function reading `table`'s stream: each is handed the same
+    records (an event source mapping each)."""
+    from app import app
+
+    return [name for name, kind in app_functions(app).items()
+            if kind == "dynamodb" and table_named(event_source(app, name).stream_arn) == table]
+
+
+def driven(sample: dict) -> list[str]:
+    """The functions a sample triggers."""
+    kind, function, detail = target(sample)
+    return stream_readers(detail) if kind == "stream" else [function]
+
+
 def test_every_function_has_a_sample():
     from app import app
 
-    covered = {target(load(path))[1] for path in SAMPLES}
+    covered = {function for path in SAMPLES for function in driven(load(path))}
     assert set(app_functions(app)) - covered == set(), "functions without a sample in events/"
 
 
@@ -179,7 +194,13 @@ def test_the_sample_drives_its_handler(path, aws, client, credentials, localstri
     from app import app
 
     sample = load(path)
-    kind, function, detail = target(sample)
+    kind, _, detail = target(sample)
+    for function in driven(sample):
+        drive(function, kind, detail, path, aws, app, credentials)
+
+
+def drive(function: str, kind: str, detail: str, path: Path, aws, app, credentials) -> None:
+    sample = load(path)
     policy = FunctionPolicy(function, aws)
     with record_aws_calls() as calls:
         if kind == "api":

@@ -34,7 +34,8 @@ STAGES = ("dev", "prod")
 ACCESS = {
     "api_handler": {"BillingTable", "IdempotencyTable", "EventBus", "ses", "kms:aws/ssm",
                     "secret:admin-api-key", "secret:stripe-secret-key", "secret:stripe-publishable-key",
-                    "secret:stripe-webhook-secret", "secret:token-signing-key", "NotificationsQueue"},
+                    "secret:stripe-webhook-secret", "secret:token-signing-key", "NotificationsQueue",
+                    "StaffUserPool"},
     "ingest_usage": {"BillingTable", "UsageDeadLetterQueue", "NotificationsQueue"},
     "billing_scheduler": {"BillingTable/index/due", "BillingQueue"},
     "dunning_scheduler": {"BillingTable/index/due", "BillingQueue"},
@@ -43,6 +44,7 @@ ACCESS = {
     "card_expiry_scan": {"BillingTable", "NotificationsQueue", "kms:aws/ssm", "secret:stripe-secret-key"},
     "send_notifications": {"BillingTable", "ses", "kms:aws/ssm", "secret:token-signing-key"},
     "report_feed": {"BillingTable"},
+    "audit_feed": {"BillingTable"},
     "mail_feedback": {"BillingTable"},
 }
 # The actions a policy may grant, by kind of resource: item-level data access
@@ -57,6 +59,9 @@ ACTIONS = {
     "secret": {"ssm:GetParameter"},
     "kms": {"kms:Decrypt"},
     "ses": {"ses:SendEmail", "ses:SendRawEmail"},
+    # The console's staff accounts: made, removed, signed in; never listed.
+    "user_pool": {"cognito-idp:AdminCreateUser", "cognito-idp:AdminDeleteUser", "cognito-idp:AdminGetUser",
+                  "cognito-idp:AdminInitiateAuth", "cognito-idp:AdminSetUserPassword"},
 }
 
 
@@ -93,7 +98,7 @@ def grants(statement: dict, stage: str) -> list[tuple[str, str]]:
             logical_id, attribute = resource["Fn::GetAtt"]
             assert attribute == "Arn" and logical_id in template, text
             kind = {"AWS::DynamoDB::Table": "table", "AWS::SQS::Queue": "queue",
-                    "AWS::Events::EventBus": "bus"}[template[logical_id]["Type"]]
+                    "AWS::Events::EventBus": "bus", "AWS::Cognito::UserPool": "user_pool"}[template[logical_id]["Type"]]
             found.append((kind, logical_id))
             continue
         sub = resource["Fn::Sub"]
@@ -333,6 +338,25 @@ def test_every_path_hands_any_other_method_to_the_app(deployed):
     for path in app.routes:
         integration = body["paths"][path]["x-amazon-apigateway-any-method"]["x-amazon-apigateway-integration"]
         assert integration["type"] == "aws_proxy" and f"${{{logical_id}.Arn}}" in json.dumps(integration), path
+
+
+def test_a_path_no_route_serves_is_a_404_in_the_api_error_shape(deployed):
+    """API Gateway answers a path no route serves itself (403 "Missing
+    Authentication Token" by default, or a signature error when a Bearer
+    key is sent): the gateway responses make it the API's 404."""
+    from chalicelib.api.responses import Error
+
+    body = deployed["RestAPI"]["Properties"]["Body"]
+    responses = body["x-amazon-apigateway-gateway-responses"]
+    for response_type in ("MISSING_AUTHENTICATION_TOKEN", "INVALID_SIGNATURE"):
+        response = responses[response_type]
+        assert response["statusCode"] == 404, response_type
+        assert response["responseParameters"] == {"gatewayresponse.header.Content-Type": "'application/json'"}
+        rendered = json.loads(response["responseTemplates"]["application/json"].replace(
+            "$context.requestId", "c0ffee00-0000-4000-8000-000000000000"))
+        assert rendered["error"]["type"] == "not_found_error" and rendered["error"]["code"] == "not_found"
+        assert rendered["error"]["request_id"] == "c0ffee00-0000-4000-8000-000000000000"
+        Error.model_validate(rendered)  # the OpenAPI document's error object, no other field
 
 
 def test_every_function_runs_as_its_own_role_with_its_policy(deployed):

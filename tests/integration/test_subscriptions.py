@@ -78,7 +78,7 @@ def active(merchant, clock):
 
 
 def actor_of(api) -> str:
-    return f"merchant:{api.key[:11]}"
+    return f"key:{api.key[:11]}"
 
 
 # ---------------------------------------------------------------------------

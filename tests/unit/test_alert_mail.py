@@ -30,6 +30,8 @@ CONTEXTS = {
                        "payment_link": "https://billing.example.com/pay/tok"},
     "counter_reset": {"device_id": "neksia-0042", "meter": "montages", "previous": "12345", "value": "3",
                       "seq": 1042, "ts": "2026-11-22T10:00:00Z"},
+    "payment_link": {"invoice_number": "OD2026-000123", "amount_due": "58.8", "currency": "EUR",
+                     "link_url": "https://billing.example.com/pay/tok", "link_expires_at": "2026-11-30T06:00:00Z"},
 }
 SUBJECTS = {
     ("card_expiring", "fr"): "Votre carte Visa •••• 4242 expire après 12/2026 : mettez-la à jour pour Optique Durand",
@@ -46,6 +48,8 @@ SUBJECTS = {
     ("payment_failed", "en"): "Payment failed: €1,234.50 for Labo Martin (invoice OD2026-000123)",
     ("counter_reset", "fr"): "Remise à zéro du compteur montages sur neksia-0042 chez Labo Martin",
     ("counter_reset", "en"): "Counter reset on neksia-0042 (montages) for Labo Martin",
+    ("payment_link", "fr"): "Facture OD2026-000123 de Optique Durand : 58,80 € à régler par carte",
+    ("payment_link", "en"): "Optique Durand invoice OD2026-000123: €58.80 to pay by card",
 }
 # What the body must say, beyond the subject.
 BODIES = {
@@ -63,6 +67,9 @@ BODIES = {
     ("payment_failed", "en"): ["attempt 2", "Reason: insufficient funds", "Next retry: 2026-11-25"],
     ("counter_reset", "fr"): ["est revenu de 12345 à 3", "relevé 1042 du 22/11/2026"],
     ("counter_reset", "en"): ["went back from 12345 to 3", "reading 1042 of 2026-11-22"],
+    ("payment_link", "fr"): ["Bonjour Labo Martin", "https://billing.example.com/pay/tok",
+                             "valable jusqu'au 30/11/2026"],
+    ("payment_link", "en"): ["Hello Labo Martin", "https://billing.example.com/pay/tok", "valid until 2026-11-30"],
 }
 
 
@@ -118,3 +125,12 @@ def test_no_retry_left_says_so():
     assert "No retry left: the invoice is uncollectible and the subscription is canceled." in \
         render("payment_failed", "en", context).text
     assert "aucune : facture irrécouvrable" in visible(render("payment_failed", "fr", context).html)
+
+
+def test_a_payment_link_without_an_invoice_asks_for_a_card():
+    context = {**COMMON, "invoice_number": None, "amount_due": None, "currency": None,
+               "link_url": "https://billing.example.com/pay/tok", "link_expires_at": "2026-11-30T06:00:00Z"}
+    mail = render("payment_link", "fr", context, timezone="Europe/Paris")
+    assert mail.subject == "Enregistrez votre carte de paiement pour Optique Durand"
+    assert "https://billing.example.com/pay/tok" in mail.text and "Facture" not in mail.text
+    assert render("payment_link", "en", context).subject == "Save your payment card for Optique Durand"

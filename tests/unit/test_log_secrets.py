@@ -25,5 +25,5 @@ def test_keys_and_stage_secrets_are_found_and_never_echoed_whole():
     found = secrets_in(f"Authorization: Bearer {KEY} webhook whsec_local")
     assert found == ["merchant API key: sk_Ab3…", "stage secret: whse…"]
     assert all(KEY not in line for line in found)
-    # A key's prefix (the history's actor, "merchant:sk_Ab3-_Ab3") is not the key.
-    assert secrets_in("actor merchant:sk_Ab3-_Ab3") == []
+    # A key's prefix (the actor of the history and the audit trail, "key:sk_Ab3-_Ab3") is not the key.
+    assert secrets_in("actor key:sk_Ab3-_Ab3") == []

@@ -534,6 +534,11 @@ def test_invoice_line_is_frozen_and_serializes_to_api_strings():
         "amount": "4.20",
         "period_start": "2026-11-01T00:00:00Z",
         "period_end": "2026-12-01T00:00:00Z",
+        # What it bills, named for the invoice document.
+        "offer_code": "offer",
+        "offer_name": "Offer",
+        "component_name": None,
+        "unit": "unit",
     }
 
 

@@ -1,0 +1,1 @@
+"""The dependency audit (`make audit-deps`, run by `make test`): tests/dependency_audit/run.py."""

@@ -1,0 +1,169 @@
+"""The merchant's back office in a real browser on the local stage: the
+journeys of a shop's staff serving customers who are not online."""
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from tests.e2e.console_browser import Staff
+
+PASSWORD = "Gerant-pass-2026"
+
+
+@pytest.fixture
+def shop(new_merchant):
+    """A shop and its owner (an e-mail of its own: accounts are unique in the stage's pool)."""
+    email = f"gerant-{uuid.uuid4().hex[:8]}@optique-durand.fr"
+    merchant = new_merchant(name="Optique Durand", owner_email=email, owner_password=PASSWORD)
+    merchant.owner = (email, PASSWORD)
+    return merchant
+
+
+@pytest.fixture
+def owner(chromium, stage, shop):
+    staff = Staff(chromium, stage.url)
+    staff.sign_in(*shop.owner)
+    yield staff
+    assert staff.errors == []
+    staff.close()
+
+
+def test_the_owner_signs_in_to_the_dashboard_and_out_again(chromium, stage, shop):
+    staff = Staff(chromium, stage.url)
+    staff.goto("/console/customers")
+    assert staff.path.startswith("/console/login?next=")
+    staff.shot("sign-in")
+    staff.page.fill('input[name="email"]', shop.owner[0])
+    staff.page.fill('input[name="password"]', "Not-the-password-1")
+    with staff.page.expect_navigation():
+        staff.page.keyboard.press("Enter")
+    assert "L’adresse e-mail ou le mot de passe n’est pas correct." in staff.page.inner_text("main")
+    staff.shot("sign-in-refused")
+    staff.sign_in(*shop.owner)
+    assert staff.path == "/console"
+    assert staff.page.locator("h1").inner_text() == "Tableau de bord · Optique Durand"
+    assert staff.page.locator("figure.chart > svg").count() == 3
+    staff.shot("dashboard-fr")
+    cookie = next(c for c in staff.context.cookies() if c["name"] == "console_session")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Lax"
+    staff.page.get_by_role("button", name="English").click()
+    assert staff.page.locator("h1").inner_text() == "Dashboard · Optique Durand"
+    staff.shot("dashboard-en")
+    staff.page.get_by_role("button", name="Sign out").click()
+    assert staff.path == "/console/login?done=signed_out"
+    staff.goto("/console")
+    assert staff.path.startswith("/console/login")
+    assert staff.errors == []
+    staff.close()
+
+
+def test_a_viewer_sees_but_changes_nothing(chromium, stage, shop):
+    viewer_email = f"stagiaire-{uuid.uuid4().hex[:8]}@optique-durand.fr"
+    added = shop.post("/merchant/users", json={"email": viewer_email, "role": "viewer",
+                                               "password": "Viewer-pass-2026"})
+    assert added.status_code == 201, added.text
+    viewer = Staff(chromium, stage.url)
+    viewer.sign_in(viewer_email, "Viewer-pass-2026")
+    assert viewer.path == "/console"
+    assert "lecture seule" in viewer.page.inner_text("header")
+    # A write posted by a viewer (here the language form's neighbour: any
+    # console POST) is refused with the 403 page, whatever the page shows.
+    csrf = viewer.page.locator('input[name="csrf_token"]').first.get_attribute("value")
+    answer = viewer.page.request.post(stage.url + "/console/customers/new",
+                                      form={"csrf_token": csrf, "name": "X", "email": "x@example.fr", "country": "FR"})
+    assert answer.status == 403
+    assert "Votre rôle ne permet pas cette action" in answer.text()
+    viewer.page.set_content(answer.text())
+    viewer.shot("viewer-refused")
+    viewer.close()
+
+
+def test_another_merchants_customer_is_a_404_page(owner, new_merchant):
+    other = new_merchant(name="Autre Opticien")
+    customer = other.post("/customers", json={"name": "Client d'ailleurs", "email": "ailleurs@example.fr",
+                                              "country": "FR"})
+    assert customer.status_code == 201, customer.text
+    answer = owner.goto(f"/console/customers/{customer.json()['id']}")
+    assert answer.status == 404
+    assert owner.page.locator("h1").inner_text() == "Page introuvable"
+    assert "Client d'ailleurs" not in owner.page.content()
+    owner.shot("other-merchant-404")
+
+
+OFFER = {"code": "entretien", "name": "Contrat d'entretien", "currency": "EUR", "billing_interval": "month",
+         "components": [{"code": "base", "type": "flat", "amount": "29.00"}],
+         "options": [{"code": "express", "name": "Intervention 4 h", "amount": "10.00"},
+                     {"code": "pret", "name": "Appareil de prêt", "amount": "5.00"}]}
+
+
+def an_offer(shop) -> dict:
+    offer = shop.post("/offers", json=OFFER)
+    assert offer.status_code == 201, offer.text
+    return offer.json()
+
+
+def subscribe_walk_in(owner: Staff, name: str = "Jeanne Martin") -> str:
+    """At the counter: a customer and a subscription in one form, a field
+    error on the way; the customer page's id."""
+    owner.goto("/console/customers")
+    owner.page.get_by_role("link", name="Nouveau client").first.click()
+    owner.page.fill('input[name="name"]', name)
+    owner.page.fill('input[name="email"]', "jeanne.martin@example.fr")
+    owner.page.fill('input[name="country"]', "XF")  # no such country
+    owner.page.select_option('select[name="offer_id"]', label=f"{OFFER['name']} ({OFFER['code']})")
+    owner.page.get_by_role("checkbox", name="Intervention 4 h").check()
+    with owner.page.expect_navigation():
+        owner.page.locator('main form button[type="submit"]').first.click()
+    error = owner.page.locator("#e-country")
+    assert error.is_visible(), owner.page.inner_text("main")
+    assert owner.page.input_value('input[name="name"]') == name  # what was typed is kept
+    owner.shot("walk-in-field-error")
+    owner.page.fill('input[name="country"]', "FR")
+    with owner.page.expect_navigation():
+        owner.page.locator('main form button[type="submit"]').first.click()
+    assert owner.path.startswith("/console/customers/cus_"), owner.path
+    return owner.path.split("/")[3].split("?")[0]
+
+
+def test_a_walk_in_customer_subscribes_at_the_counter(owner, shop):
+    an_offer(shop)
+    customer_id = subscribe_walk_in(owner)
+    main = owner.page.inner_text("main")
+    assert "Jeanne Martin" in main and "Contrat d'entretien" in main and "Intervention 4 h" in main
+    owner.shot("customer-page")
+    shown = shop.get(f"/customers/{customer_id}").json()
+    (subscription,) = shown["subscriptions"]
+    assert subscription["options"] == ["express"]
+    owner.goto("/console/customers?q=mart")
+    assert "Jeanne Martin" in owner.page.inner_text("main")
+    owner.shot("customers-search")
+
+
+def test_an_offer_is_created_after_a_field_error_is_fixed(owner, shop):
+    page = owner.page
+    owner.goto("/console/offers/new")
+    page.fill('input[name="code"]', "clico-neksia")
+    page.fill('input[name="name"]', "Clic&O Neksia")
+    page.fill('input[name="currency"]', "EUR")
+    page.fill('input[name="components[0].code"]', "base")
+    page.fill('input[name="components[0].amount"]', "49,00")
+    page.get_by_role("button", name="Ajouter un composant").click()  # the script adds row 2, no reload
+    page.fill('input[name="components[1].code"]', "montage")
+    page.select_option('select[name="components[1].type"]', "metered")
+    page.fill('input[name="components[1].meter"]', "montages")
+    page.fill('input[name="components[1].unit_amount"]', "un euro vingt")
+    with page.expect_navigation():
+        page.get_by_role("button", name="Créer l’offre").click()
+    error = page.locator('[id="e-components[1].unit_amount"]')
+    assert error.is_visible(), page.inner_text("main")
+    assert page.input_value('input[name="components[0].amount"]') == "49,00"
+    owner.shot("offer-field-error")
+    page.fill('input[name="components[1].unit_amount"]', "1,20")
+    with page.expect_navigation():
+        page.get_by_role("button", name="Créer l’offre").click()
+    assert owner.path.startswith("/console/offers/off_"), owner.path
+    owner.shot("offer-created")
+    (offer,) = [o for o in shop.get("/offers").json()["data"] if o["code"] == "clico-neksia"]
+    assert [(c["code"], c.get("amount"), c.get("unit_amount")) for c in offer["components"]] == [
+        ("base", "49.00", None), ("montage", None, "1.20")]
