@@ -145,8 +145,12 @@ def reverse_charge_applies(*, seller_country: str | None, buyer_country: str | N
         return True
     if not buyer_vat_number or not is_eu(seller_country):
         return False
+    # Where the customer is identified for VAT and where it is established
+    # (its country) must both be another member state.
     identified_in = vat_country(buyer_vat_number)
-    return is_eu(identified_in) and identified_in != seller_country and is_eu(buyer_country or identified_in)
+    established_in = buyer_country or identified_in
+    return (is_eu(identified_in) and is_eu(established_in)
+            and seller_country not in (identified_in, established_in))
 
 
 def _example(prefix: str) -> str:

@@ -312,13 +312,15 @@ def _lines_table(pdf, document: LegalDocument, labels: dict) -> None:
         if line.period_start and line.period_end:
             text += "\n" + _period_text(line.period_start, line.period_end, language)
         pdf.set_font(FONT, "", 8.5)
-        height = len(pdf.multi_cell(columns[0], 4.3, _text(pdf, text), dry_run=True, output="LINES")) * 4.3
-        if pdf.will_page_break(height + 1):
+        # A line of the table is its label and its period: it starts on a new
+        # page (under the header again) rather than being cut by the page's end.
+        if pdf.will_page_break(4.3 * (text.count("\n") + 2)):
             pdf.add_page()
             header()
             pdf.set_font(FONT, "", 8.5)
         y = pdf.get_y()
-        pdf.multi_cell(columns[0], 4.3, _text(pdf, text), new_x="RIGHT", new_y="TOP")
+        pdf.multi_cell(columns[0], 4.3, _text(pdf, text), new_x="RIGHT", new_y="NEXT")
+        height = pdf.get_y() - y
         x = pdf.l_margin + columns[0]
         priced = line.priced
         values = (

@@ -35,10 +35,10 @@ blueprint = Blueprint(__name__)
 HISTORY_SHOWN = 20
 OFFERS_LISTED = 100
 CANCEL_REASONS = ("customer_request", "moved_away", "unhappy", "other")
-EFFECTIVE = ("immediately", "period_end")
 # Confirmations after an action (`?done=`).
-NOTICES = ("billing_done_changed", "billing_done_change_scheduled", "billing_done_paused", "billing_done_resumed",
-           "billing_done_canceled", "billing_done_cancel_scheduled", "billing_done_reactivated",
+NOTICES = ("billing_done_changed", "billing_done_change_scheduled", "billing_done_change_unscheduled",
+           "billing_done_paused", "billing_done_resumed", "billing_done_canceled", "billing_done_cancel_scheduled",
+           "billing_done_reactivated",
            "billing_done_option_free", "billing_done_option_free_scheduled", "billing_done_credit",
            "billing_done_link_sent", "billing_done_link_queued")
 # Fields of a history entry shown by name, in this order.
@@ -125,7 +125,10 @@ def change_subscription_terms(visit: Visit, subscription_id: str):
         model = valid(SubscriptionChange, body)
         changed = subscriptions.change_subscription(visit.merchant_id, subscription_id, model.changes(),
                                                     visit.session.actor)
-        return "billing_done_change_scheduled" if changed["pending_change"] else "billing_done_changed"
+        if model.effective == "immediately":
+            return "billing_done_changed"
+        # Scheduling the current terms removes the change scheduled.
+        return "billing_done_change_scheduled" if changed["pending_change"] else "billing_done_change_unscheduled"
 
     return _act(visit, subscription_id, "change", run)
 

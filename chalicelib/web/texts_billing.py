@@ -132,6 +132,7 @@ TEXTS: dict[str, dict[str, str]] = {
         # Confirmations
         "billing_done_changed": "Les nouvelles conditions s’appliquent dès maintenant.",
         "billing_done_change_scheduled": "Le changement est programmé pour la fin de la période.",
+        "billing_done_change_unscheduled": "Le changement prévu est annulé : l’abonnement garde ses conditions.",
         "billing_done_paused": "L’abonnement est en pause.",
         "billing_done_resumed": "L’abonnement a repris.",
         "billing_done_canceled": "L’abonnement est résilié.",
@@ -410,6 +411,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "billing_card_declined": "The card was declined ({code}). E-mail the customer a payment link to save another one.",
         "billing_done_changed": "The new terms apply from now on.",
         "billing_done_change_scheduled": "The change is scheduled for the period end.",
+        "billing_done_change_unscheduled": "The scheduled change is removed: the subscription keeps its terms.",
         "billing_done_paused": "The subscription is paused.",
         "billing_done_resumed": "The subscription is resumed.",
         "billing_done_canceled": "The subscription is canceled.",

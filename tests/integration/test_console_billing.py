@@ -102,6 +102,14 @@ def test_the_page_shows_the_subscription_and_a_change_at_the_period_end(browser,
     shown = text_of(browser, browser.get(f"{path}?done=billing_done_change_scheduled"))
     assert "Le changement est programmé pour la fin de la période." in shown
     assert "Changement prévu le 01/12/2026" in shown and "Offre : plus" in shown
+    # Scheduling the current terms again removes the change.
+    answer = act(browser, path, f"{path}/change", {"offer_id": shop.offer_id, "effective": "period_end"})
+    done(answer, path, "billing_done_change_unscheduled")
+    assert shop.get(f"/subscriptions/{sub['id']}").json["pending_change"] is None
+    browser.post("/console/language", {"lang": "en", "next": path})
+    english = text_of(browser, browser.get(path))
+    assert "Upcoming invoice" in english and "Active" in english and "Offer: simple" not in english
+    assert "€49.00" in english and "Change scheduled for the period end" in english
 
 
 def test_pause_and_resume_and_a_pause_refused_on_the_page(browser, shop, clock):

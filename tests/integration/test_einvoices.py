@@ -126,6 +126,9 @@ def test_the_customers_address_and_vat_number(legal_merchant):
     assert refused.status == 400 and refused.json["error"]["param"] == "vat_number"
     refused = legal_merchant.patch(f"/customers/{customer_id}", {"address": {"line1": "x"}})
     assert refused.status == 400 and refused.json["error"]["param"].startswith("address.")
+    moved = {"line1": "8 quai Saint-Antoine", "postal_code": "69002", "city": "Lyon", "country": "FR"}
+    assert legal_merchant.patch(f"/customers/{customer_id}", {"address": moved}).json["address"] == moved
+    assert legal_merchant.get(f"/customers/{customer_id}").json["address"] == moved
     cleared = legal_merchant.patch(f"/customers/{customer_id}", {"vat_number": None, "address": None}).json
     assert cleared["vat_number"] is None and cleared["address"] is None
 

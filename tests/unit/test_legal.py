@@ -60,6 +60,7 @@ def test_the_siren_and_the_vat_number_must_agree():
 @pytest.mark.parametrize("seller, buyer, vat, exempt, expected", [
     ("FR", "DE", "DE123456789", False, True),    # a German business: reverse charge
     ("FR", "FR", "FR40303265045", False, False),  # a French one pays French VAT
+    ("FR", "FR", "DE123456789", False, False),   # established in France: French VAT, whatever its number
     ("FR", "DE", None, False, False),            # a German consumer: no VAT number, VAT charged
     ("FR", "GR", "EL123456789", False, True),    # Greece's prefix is EL
     ("FR", "GB", "GB123456789", False, False),   # outside the EU: the merchant's rates decide
