@@ -238,16 +238,21 @@ def check_billing(merchant: Api, merchant_id: str, stripe_base: str, subscriptio
         problems.append(f"{duplicates} duplicate invoices (two for one subscription and period)")
 
     numbers: dict[str, list[int]] = defaultdict(list)
+    holders: dict[str, list[str]] = defaultdict(list)
     for invoice in invoices:
         if invoice.get("number"):
             match = NUMBER.match(invoice["number"])
             numbers[match["year"]].append(int(match["n"]))
+            holders[invoice["number"]].append(
+                f"{invoice['id']} ({invoice['subscription_id']}, {invoice.get('billing_reason')}, "
+                f"{invoice['status']}, finalized {invoice.get('finalized_at')})")
     gaps = repeats = 0
     for year, ns in numbers.items():
         repeats += len(ns) - len(set(ns))
         gaps += len(set(range(1, max(ns) + 1)) - set(ns))
     if gaps or repeats:
-        problems.append(f"invoice numbers: {gaps} missing, {repeats} repeated")
+        twice = {number: held for number, held in holders.items() if len(held) > 1}
+        problems.append(f"invoice numbers: {gaps} missing, {repeats} repeated {twice}")
 
     succeeded: dict[str, list[dict]] = defaultdict(list)
     for intent in stripe_payment_intents(stripe_base):
