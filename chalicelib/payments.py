@@ -273,15 +273,17 @@ def _id(value: Any) -> str | None:
 
 def ensure_customer(
     stripe_customer_id: str | None, *, merchant_id: str, customer_id: str, name: str, email: str | None,
-    locale: str | None = None,
+    locale: str | None = None, replacing: str | None = None,
 ) -> str:
     """The Stripe customer of our customer: the one given, or a new one.
 
     The caller stores a new id (customers store). Its metadata names our
     merchant and customer, which is how a webhook finds its way back. The
     idempotency key makes a concurrent first payment page a single Stripe
-    customer on Stripe (localstripe ignores it: the store's conditional
-    write is what keeps one id on our side)."""
+    customer (and the store's conditional write keeps one id on our side).
+    `replacing` names the Stripe customer deleted before this one: the key
+    then differs from the one that made it, which Stripe would answer with
+    the deleted customer again for 24 h."""
     if stripe_customer_id:
         return stripe_customer_id
     params: dict[str, Any] = {"name": name, "metadata": {"merchant_id": merchant_id, "customer_id": customer_id}}
@@ -291,9 +293,14 @@ def ensure_customer(
         params["preferred_locales"] = [locale.split("-")[0]]
     customer = _call(
         "create customer", _client().v1.customers.create,
-        params=params, options={"idempotency_key": f"customer-{merchant_id}-{customer_id}"},
+        params=params, options={"idempotency_key": customer_idempotency_key(merchant_id, customer_id, replacing)},
     )
     return customer["id"]
+
+
+def customer_idempotency_key(merchant_id: str, customer_id: str, replacing: str | None = None) -> str:
+    key = f"customer-{merchant_id}-{customer_id}"
+    return key if replacing is None else f"{key}-after-{replacing}"
 
 
 def retrieve_customer(stripe_customer_id: str) -> StripeCustomer:
@@ -420,8 +427,8 @@ def charge_invoice(
 
     The idempotency key is derived from the invoice and the attempt: a
     retried call within Stripe's 24 h gets the first PaymentIntent back.
-    localstripe ignores idempotency keys, and a crash may come between the
-    charge and our write: before charging again for an attempt, the caller
+    A crash may come between the charge and our write, and after 24 h the
+    key is forgotten: before charging again for an attempt, the caller
     looks for it with `find_invoice_payments`. After `Unavailable` the
     charge may have happened all the same (a timeout after Stripe acted):
     retry the same attempt, never a new one, until it is known; once the

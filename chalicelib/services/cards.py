@@ -23,9 +23,9 @@ from chalicelib.store import stripe_events as store
 def stripe_customer_for(customer) -> str:
     """The Stripe customer of our customer, created (and stored) when first needed.
 
-    Two first visits at once may both create one on localstripe (Stripe
-    itself returns the same one for the same idempotency key); the store
-    keeps the first id written and the other is never used."""
+    Two first visits at once get the same one from Stripe (the same
+    idempotency key); were they to get two, the store keeps the first id
+    written and the other is never used."""
     if customer.stripe_customer_id:
         return customer.stripe_customer_id
     stripe_customer_id = payments.ensure_customer(
@@ -35,6 +35,7 @@ def stripe_customer_for(customer) -> str:
         name=customer.name,
         email=customer.email,
         locale=customer.locale,
+        replacing=customer.deleted_stripe_customer_id,
     )
     try:
         customer_store.set_stripe_customer_id(customer.merchant_id, customer.customer_id, stripe_customer_id)

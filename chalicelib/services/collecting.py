@@ -9,8 +9,8 @@ Exactly one charge per invoice, whatever is retried:
   `invoice-{id}-attempt-{n}`; whoever finds it still pending after the
   lease (the dunning run, a retried message) first looks for its
   PaymentIntent (recorded, or found at Stripe by the invoice in its
-  metadata) and makes one only if none exists. localstripe ignores
-  idempotency keys: the lease and this lookup keep one charge there too;
+  metadata) and makes one only if none exists (Stripe forgets a key
+  after 24 h: the lease and this lookup keep one charge beyond it);
 - the outcome is written on the invoice (paid, or failed with the next
   retry from the merchant's `dunning_retry_days`), then the subscription
   follows (`active`, `past_due`, or `canceled` when the last retry failed).

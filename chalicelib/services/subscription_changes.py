@@ -9,7 +9,7 @@ the write (a failed publish never fails the change). Keeping this below the
 use cases is what lets issuing and collecting move a subscription without
 importing the module that imports them.
 
-Actors in the history: "merchant:<key prefix>", "operator", "system".
+Actors in the history: "key:<key prefix>", "user:<email>", "operator", "system".
 """
 from __future__ import annotations
 

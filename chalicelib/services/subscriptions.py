@@ -17,7 +17,7 @@ issues them, together with the boundary invoice when that is due too, one
 invoice per billing of a subscription. Until it has, the upcoming invoice
 shows them.
 
-Actors in the history: "merchant:<key prefix>", "operator", "system".
+Actors in the history: "key:<key prefix>", "user:<email>", "operator", "system".
 """
 from __future__ import annotations
 

@@ -175,6 +175,10 @@ class CustomerRecord(AuditedRecord):
     version = NumberAttribute(default=1)
     # Filled by the payments code.
     stripe_customer_id = UnicodeAttribute(null=True)
+    # The Stripe customer deleted last (`customer.deleted`): the next one is
+    # created under an idempotency key naming it, or Stripe would answer the
+    # deleted one again for 24 h.
+    deleted_stripe_customer_id = UnicodeAttribute(null=True)
     default_card = CardAttribute(null=True)
     # `YYYY-MM`, the default card's last valid month (the card_expiry index).
     card_expiry = UnicodeAttribute(null=True)

@@ -174,7 +174,8 @@ def forget_stripe_customer(merchant_id: str, customer_id: str, stripe_customer_i
 
     One conditional update of the customer record: only if it still points
     at that Stripe customer (a newer one, created since, is kept), and the
-    card goes with it, its expiry index entry too. False when there was
+    card goes with it, its expiry index entry too; the deleted id is kept
+    (`deleted_stripe_customer_id`) for the next one's idempotency key. False when there was
     nothing to forget. Only the payments fields are touched, never
     `version` (see store/customers.py)."""
     from pynamodb.exceptions import UpdateError
@@ -186,6 +187,7 @@ def forget_stripe_customer(merchant_id: str, customer_id: str, stripe_customer_i
         record.update(
             actions=[
                 CustomerRecord.stripe_customer_id.remove(),
+                CustomerRecord.deleted_stripe_customer_id.set(stripe_customer_id),
                 CustomerRecord.default_card.remove(),
                 CustomerRecord.card_expiry.remove(),
             ],

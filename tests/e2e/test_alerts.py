@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 import stripe
 
 from tests.e2e.test_billing import page_config
-from tests.e2e.test_payment_page import ARTIFACTS, chromium  # noqa: F401  (fixture)
+from tests.e2e.conftest import ARTIFACTS
 
 
 def instant(text: str) -> datetime:

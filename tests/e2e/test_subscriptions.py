@@ -30,7 +30,7 @@ def test_an_unpaid_subscription_is_canceled_immediately(new_merchant):
     assert canceled.json()["status"] == "canceled"
 
     history = merchant.get(f"{path}/history").json()["data"]
-    actor = f"merchant:{merchant.key[:11]}"
+    actor = f"key:{merchant.key[:11]}"
     # The first invoice was issued with the subscription; its cancellation voided it.
     assert [(h["type"], h["actor"]) for h in history] == [("created", actor), ("invoiced", "system"),
                                                           ("canceled", actor)]

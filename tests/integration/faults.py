@@ -8,7 +8,7 @@
   run as they would against AWS.
 - `StripeProxy` stands between the official stripe library and localstripe,
   with Stripe's idempotency (the first answer to an `Idempotency-Key` is
-  replayed, whatever it was; localstripe ignores the header), and answers
+  replayed, whatever it was, as infra/local/localstripe_server.py does too), and answers
   chosen requests with 5xx or 429, before or after localstripe acted on
   them, or hangs after acting (the client times out while Stripe charged).
 

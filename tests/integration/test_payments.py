@@ -7,8 +7,10 @@ Where localstripe differs from Stripe (the code does what Stripe needs):
   attached yet, so both end with the card attached and default.
 - localstripe never sends `setup_intent.*` or `payment_method.*updated`
   events: these tests sign the payloads themselves, exactly as Stripe does.
-- localstripe ignores idempotency keys; Stripe replays the first answer
-  for 24 h. The retry after a crash therefore finds the charge through
+- localstripe ignores idempotency keys; the local stand-in
+  (infra/local/localstripe_server.py) replays the first answer as Stripe
+  does, for the session (Stripe: 24 h), so each test charges invoice ids of
+  its own. The retry after a crash finds the charge through
   `find_invoice_payments` (a customer's PaymentIntents, filtered by the
   invoice in their metadata), which holds on both.
 - localstripe lists PaymentIntents without any filter; the local stand-in
@@ -28,6 +30,7 @@ import json
 import os
 import threading
 import time
+import uuid
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -66,9 +69,12 @@ def confirm_in_browser(client_secret: str, number: str = CARD_OK, exp_month: int
     return setup_intent_id
 
 
-def stripe_customer_with_card(number: str, merchant_id: str = "mer_test", customer_id: str = "cus_test"):
+def stripe_customer_with_card(number: str, merchant_id: str = "mer_test", customer_id: str | None = None):
+    """A new Stripe customer with a card attached: our customer id is new on
+    each call, or the idempotency key would give back an earlier test's."""
     stripe_customer_id = payments.ensure_customer(
-        None, merchant_id=merchant_id, customer_id=customer_id, name="Jeanne Martin", email="jeanne@example.fr"
+        None, merchant_id=merchant_id, customer_id=customer_id or f"cus_{uuid.uuid4().hex[:12]}",
+        name="Jeanne Martin", email="jeanne@example.fr",
     )
     method = new_card(number)
     stripe_client().v1.payment_methods.attach(method, params={"customer": stripe_customer_id})

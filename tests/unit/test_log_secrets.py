@@ -1,6 +1,6 @@
 """The scan of the local stage's logs (tests/e2e/log_secrets.py) finds what
 must never be logged, and not the numbers a log line legitimately holds."""
-from tests.e2e.log_secrets import luhn, secrets_in
+from tests.e2e.log_secrets import TEST_CARDS, luhn, secrets_in
 
 KEY = "sk_" + "Ab3-_" * 8 + "xyz"  # 43 characters after "sk_", as services/merchants.py makes them
 
@@ -8,6 +8,11 @@ KEY = "sk_" + "Ab3-_" * 8 + "xyz"  # 43 characters after "sk_", as services/merc
 def test_luhn():
     assert luhn("4242424242424242") and luhn("378282246310005")
     assert not luhn("4242424242424241")
+
+
+def test_the_test_cards_looked_for_are_card_numbers():
+    # A typo in the list would make the scan look for a number no one types.
+    assert all(luhn(card) and len(card) in (15, 16) for card in TEST_CARDS)
 
 
 def test_card_numbers_plain_or_grouped_are_found():
@@ -18,7 +23,9 @@ def test_card_numbers_plain_or_grouped_are_found():
 
 def test_times_ids_and_long_numbers_are_not_cards():
     assert secrets_in("at 1733500000000 seq 360391103591888448 amount 4242.42 id inv_01m976z4ageynbatd6") == []
-    assert secrets_in("4242424242424241") == []  # fails Luhn
+    assert secrets_in("4242424242424241") == []  # not a card
+    # A fuzzer's random path parameter that passes Luhn with a Visa prefix is not a typed card.
+    assert luhn("4112000000000007") and secrets_in("GET /console/invoices/4112000000000007") == []
 
 
 def test_keys_and_stage_secrets_are_found_and_never_echoed_whole():
