@@ -47,9 +47,20 @@ AUTH = {
     "staff": [{"consoleSession": []}],
 }
 # A console page's form (chalicelib/web/pages.py): inputs named by the API's
-# paths, validated by the API's own models once rebuilt.
-FORM_BODY = {"application/x-www-form-urlencoded": {
-    "schema": {"type": "object", "additionalProperties": {"type": "string"}}}}
+# paths, validated by the API's own models once rebuilt. A session's form
+# carries its CSRF token, which `page()` checks on every POST; the sign-in
+# and password forms check their own double-submit token (console_auth.py).
+# A console POST's refusal as a page (besides the errors of ERRORS).
+PAGE_FORBIDDEN = "The form's token is missing or wrong, or the member's role does not allow it"
+# A body that is not a form, refused by the router as the API's error object.
+NOT_A_FORM = "The body is not a form (application/x-www-form-urlencoded)"
+
+
+def _form_body(auth: str) -> dict:
+    schema: dict[str, Any] = {"type": "object", "additionalProperties": {"type": "string"}}
+    if auth == "staff":
+        schema.update(required=["csrf_token"], properties={"csrf_token": {"type": "string", "minLength": 1}})
+    return {"application/x-www-form-urlencoded": {"schema": schema}}
 
 
 def document(app, *, server: str | None = None) -> dict:
@@ -173,7 +184,7 @@ def _operation(route: Route, body, answer, refs) -> dict:
     if parameters:
         operation["parameters"] = parameters
     if _is_page(route) and route.method == "POST":
-        operation["requestBody"] = {"required": False, "content": FORM_BODY}
+        operation["requestBody"] = {"required": route.auth == "staff", "content": _form_body(route.auth)}
     elif body is not None:
         operation["requestBody"] = {
             # No body is read as `{}` (http.Call.body): needed only when a field is.
@@ -194,16 +205,24 @@ def _responses(route: Route, answer, refs) -> dict:
     responses: dict[str, Any] = {str(route.status): {"description": "OK", "content": success}}
     if route.status != 200 and _answers_200_too(route.view):
         responses["200"] = {"description": "The same object, already there", "content": success}
+    # The payment page and the console answer their errors as pages a person
+    # reads, a console download (a PDF, a CSV) too.
+    page = {"text/html": {"schema": {"type": "string"}}} if answer == "text/html" or _is_page(route) else None
     for status, description in ERRORS.items():
         if status == 401 and route.auth in ("public", "staff"):
             continue
-        if answer == "text/html":
-            # The payment page answers its own errors as pages a customer reads.
-            responses[str(status)] = {"description": description, "content": success}
+        if page:
+            responses[str(status)] = {"description": description, "content": page}
         else:
             responses[str(status)] = {"$ref": f"#/components/responses/{status}"}
     if _is_page(route):
         responses["303"] = {"description": "Elsewhere: the sign-in page, or the page after a form"}
+        if route.method == "POST":
+            responses["403"] = {"description": PAGE_FORBIDDEN, "content": page}
+            responses["415"] = {"description": NOT_A_FORM, "content": {
+                "application/json": {"schema": {"$ref": REF.format(model="Error")}}}}
+            if route.path == "/console/login":
+                responses["401"] = {"description": "The e-mail and password were refused", "content": page}
     elif answer == "text/html":
         responses["410"] = {"description": "The link has expired", "content": success}
         responses["503"] = {"description": "The payment service is unavailable", "content": success}

@@ -88,6 +88,9 @@ def _page(visit: Visit, subscription_id: str, *, form: str | None = None, errors
                                      limit=1, cursor=None)
     credit_invoice = paid[0] if paid else None
     here = f"/console/subscriptions/{subscription_id}"
+    change_offers = _change_offers(merchant_id, subscription, offer) if may_serve and live else []
+    # The history names offers by their names where the page knows them.
+    offer_names = {o["id"]: o["name"] for o in (offer, pending_offer, *change_offers) if o}
     return render(
         visit, "subscription.html", status=status, subscription=subscription, customer=customer, offer=offer,
         tz=subscription["timezone"] or "UTC", notice=notice, problem=problem, form=form, errors=errors or {},
@@ -96,10 +99,10 @@ def _page(visit: Visit, subscription_id: str, *, form: str | None = None, errors
         pending=pending and {**pending, "offer_name": (pending_offer or {}).get("name") or pending["offer_id"],
                              "options_shown": _options(pending["options"], pending["price_overrides"], pending_offer)},
         cancel_reason=cancel_comment_parts(subscription["cancellation_comment"]),
-        history=[_entry(visit, entry, actor_label, subscription["timezone"] or "UTC") for entry in history],
+        history=[_entry(visit, entry, actor_label, subscription["timezone"] or "UTC", offer_names) for entry in history],
         history_next=f"{here}?{urlencode({'history_cursor': history_next})}#h-history" if history_next else None,
         upcoming=upcoming, upcoming_problem=upcoming_problem, may_serve=may_serve and live,
-        change_offers=_change_offers(merchant_id, subscription, offer) if may_serve and live else [],
+        change_offers=change_offers,
         free_choices=_free_choices(subscription, offer), credit_invoice=credit_invoice,
         credit_left=left_to_credit(credit_invoice) if credit_invoice else None,
         cancel_reasons=CANCEL_REASONS, new_token=new_form_token,
@@ -351,7 +354,7 @@ def _change_offers(merchant_id: str, subscription: dict, current: dict | None) -
     return ([current] if current else []) + others
 
 
-def _entry(visit: Visit, entry: dict, actor_label, tz: str) -> dict:
+def _entry(visit: Visit, entry: dict, actor_label, tz: str, offer_names: dict[str, str]) -> dict:
     """A history entry as a person reads it: who, what, why, which fields from what to what."""
     before, after = entry.get("before") or {}, entry.get("after") or {}
     changed = [name for name in HISTORY_FIELDS if name in after or name in before] if entry["before"] is not None else []
@@ -361,8 +364,8 @@ def _entry(visit: Visit, entry: dict, actor_label, tz: str) -> dict:
         reason = _cancel_comment_text(visit, reason)
     return {**entry, "who": actor_label(visit.lang, entry["actor"]), "reason": reason,
             "what": kind if kind != f"billing_change_{entry['type']}" else entry["type"],
-            "changes": [(text(visit.lang, f"billing_field_{name}"), _shown(visit, name, before.get(name), tz),
-                         _shown(visit, name, after.get(name), tz)) for name in changed]}
+            "changes": [(text(visit.lang, f"billing_field_{name}"), _shown(visit, name, before.get(name), tz, offer_names),
+                         _shown(visit, name, after.get(name), tz, offer_names)) for name in changed]}
 
 
 def _cancel_comment_text(visit: Visit, comment: str | None) -> str | None:
@@ -373,7 +376,7 @@ def _cancel_comment_text(visit: Visit, comment: str | None) -> str | None:
     return f"{label} ({rest})" if rest else label
 
 
-def _shown(visit: Visit, name: str, value, tz: str) -> str:
+def _shown(visit: Visit, name: str, value, tz: str, offer_names: dict[str, str]) -> str:
     from chalicelib.web.render import day
 
     if value is None:
@@ -386,8 +389,11 @@ def _shown(visit: Visit, name: str, value, tz: str) -> str:
         return day(value, visit.lang, tz)
     if name == "cancellation_comment":
         return _compact(_cancel_comment_text(visit, value))
+    if name == "offer_id":
+        return _compact(offer_names.get(value, value))
     if name == "pending_change" and isinstance(value, dict):
-        return _compact(" · ".join([value.get("offer_id") or "", ", ".join(value.get("options") or [])]).strip(" ·"))
+        offer_shown = offer_names.get(value.get("offer_id"), value.get("offer_id") or "")
+        return _compact(" · ".join([offer_shown, ", ".join(value.get("options") or [])]).strip(" ·"))
     return _compact(value)
 
 

@@ -16,6 +16,7 @@ from urllib.parse import urlencode
 
 from chalice import Blueprint, Response
 
+from chalicelib.web.charts import Chart, bar_chart
 from chalicelib.web.pages import Visit, page
 from chalicelib.web.texts import TEXTS
 from chalicelib.web.render import render, text
@@ -68,19 +69,19 @@ def customer_page(visit: Visit, customer_id: str):
         invoices=listed, invoices_next=_more(here, "invoices_cursor", invoices_next),
         timeline=[_entry(visit.lang, e) for e in entries], timeline_next=_more(here, "timeline_cursor", timeline_next),
         emails=alerts.customer_emails(merchant_id, customer_id),
-        charts=_charts(usage), chart_labels=[d[8:10] + "/" + d[5:7] for d in usage["days"]] if usage else [],
+        charts=_charts(visit.lang, usage),
         may_serve=visit.session.may("serve"),
     )
 
 
-@page(blueprint, "/console/invoices/{invoice_id}/pdf")
+@page(blueprint, "/console/invoices/{invoice_id}/pdf", answers="application/pdf")
 def invoice_pdf(visit: Visit, invoice_id: str):
     from chalicelib.services import invoices
 
     return _pdf(*invoices.invoice_pdf(visit.merchant_id, invoice_id))
 
 
-@page(blueprint, "/console/credit-notes/{credit_note_id}/pdf")
+@page(blueprint, "/console/credit-notes/{credit_note_id}/pdf", answers="application/pdf")
 def credit_note_pdf(visit: Visit, credit_note_id: str):
     from chalicelib.services import credit_notes
 
@@ -170,9 +171,12 @@ def _compact(value) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(", ", ": "), default=str)
 
 
-def _charts(usage: dict | None) -> list[tuple[str, str, list[float]]]:
-    """One chart per meter: (meter, colour, values per day)."""
+def _charts(lang: str, usage: dict | None) -> list[tuple[str, Chart]]:
+    """One chart per meter, a bar per day: (meter, its chart)."""
     if not usage:
         return []
-    return [(meter, CHART_COLOURS[i % len(CHART_COLOURS)], [float(v) for v in values])
+    labels = [day[8:10] + "/" + day[5:7] for day in usage["days"]]
+    return [(meter, bar_chart(text(lang, "customers_usage_of", meter=meter), labels,
+                              [(meter, CHART_COLOURS[i % len(CHART_COLOURS)], values)],
+                              first_column="customers_day", label_every=5))
             for i, (meter, values) in enumerate(sorted(usage["meters"].items()))]

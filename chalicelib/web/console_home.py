@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from chalice import Blueprint
 
+from chalicelib.web.charts import bar_chart
 from chalicelib.web.pages import Visit, page
-from chalicelib.web.render import render
+from chalicelib.web.render import render, text
 
 blueprint = Blueprint(__name__)
 
@@ -21,26 +22,26 @@ def dashboard(visit: Visit):
     months = reports.history(visit.merchant_id, month, 12)
     currency = _main_currency(months, merchant["default_currency"])
     figures = [m["currencies"].get(currency, {}) for m in months]
-    return render(
-        visit, "dashboard.html", merchant=merchant, currency=currency, now=figures[-1],
-        labels=[m["month"][5:] + "/" + m["month"][2:4] for m in months],
-        mrr=[_number(f.get("mrr")) for f in figures],
-        active=[_number(f.get("active_subscriptions")) for f in figures],
-        invoiced=[_number(f.get("invoiced")) for f in figures],
-        collected=[_number(f.get("collected")) for f in figures],
-        alerts=alerts.recent_alerts(visit.merchant_id, limit=10),
-    )
+    labels = [m["month"][5:] + "/" + m["month"][2:4] for m in months]
+
+    def t(key: str) -> str:
+        return text(visit.lang, key)
+
+    def of(name: str) -> list:
+        return [f.get(name) for f in figures]
+
+    charts = {
+        "mrr": bar_chart(t("mrr"), labels, [(t("mrr"), "#1f5fbf", of("mrr"))], kind="money", currency=currency),
+        "invoiced": bar_chart(t("invoiced_and_collected"), labels, [
+            (t("invoiced"), "#7a8fb8", of("invoiced")), (t("collected"), "#157f3c", of("collected"))],
+            kind="money", currency=currency),
+        "active": bar_chart(t("active_subscriptions"), labels,
+                            [(t("active_subscriptions"), "#9a6700", of("active_subscriptions"))]),
+    }
+    return render(visit, "dashboard.html", merchant=merchant, currency=currency, now=figures[-1], charts=charts,
+                  alerts=alerts.recent_alerts(visit.merchant_id, limit=10))
 
 
 def _main_currency(months: list[dict], default: str) -> str:
     seen = months[-1]["currencies"] if months else {}
     return default if default in seen or not seen else sorted(seen)[0]
-
-
-def _number(value) -> float:
-    """A figure for the chart's bar heights (the page prints the exact
-    decimal strings, never these)."""
-    try:
-        return float(value or 0)
-    except (TypeError, ValueError):
-        return 0.0

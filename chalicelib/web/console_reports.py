@@ -13,6 +13,7 @@ from __future__ import annotations
 from chalice import Blueprint, Response
 
 from chalicelib.domain.errors import InvalidRequest
+from chalicelib.web.charts import bar_chart
 from chalicelib.web.pages import Visit, page
 from chalicelib.web.render import render, text
 
@@ -44,9 +45,7 @@ def report_page(visit: Visit):
     seen = {currency for m in months for currency in m["currencies"]}
     currencies = sorted(seen, key=lambda c: (c != merchant["default_currency"], c))[:CURRENCIES_CHARTED]
     labels = [m["month"][5:] + "/" + m["month"][2:4] for m in months]
-    charts = {currency: {name: [_number(m["currencies"].get(currency, {}).get(name)) for m in months]
-                         for name in ("mrr", "invoiced", "collected", "active_subscriptions")}
-              for currency in currencies}
+    charts = {currency: _charts(visit.lang, currency, labels, months) for currency in currencies}
     return render(
         visit, "reports.html", status=400 if errors else 200, month=month, errors=errors,
         report=months[-1]["currencies"], currencies=currencies, labels=labels, charts=charts,
@@ -54,7 +53,7 @@ def report_page(visit: Visit):
     )
 
 
-@page(blueprint, "/console/exports/invoices.csv")
+@page(blueprint, "/console/exports/invoices.csv", answers="text/csv")
 def invoice_export_csv(visit: Visit):
     """The month's invoice lines for accounting, as `GET /exports/invoices.csv` makes them."""
     from chalicelib.services import reports
@@ -69,10 +68,19 @@ def invoice_export_csv(visit: Visit):
     return Response(body=body, status_code=200, headers=headers)
 
 
-def _number(value) -> float:
-    """A figure for the chart's bar heights (the page prints the exact
-    decimal strings beside them, never these)."""
-    try:
-        return float(value or 0)
-    except (TypeError, ValueError):
-        return 0.0
+def _charts(lang: str, currency: str, labels: list[str], months: list[dict]) -> dict:
+    def t(key: str) -> str:
+        return text(lang, key)
+
+    def of(name: str) -> list:
+        return [m["currencies"].get(currency, {}).get(name) for m in months]
+
+    return {
+        "invoiced": bar_chart(f"{t('invoiced_and_collected')} {currency}", labels, [
+            (t("invoiced"), "#7a8fb8", of("invoiced")), (t("collected"), "#157f3c", of("collected"))],
+            kind="money", currency=currency),
+        "mrr": bar_chart(f"{t('mrr')} {currency}", labels, [(t("mrr"), "#1f5fbf", of("mrr"))],
+                         kind="money", currency=currency),
+        "active": bar_chart(t("active_subscriptions"), labels,
+                            [(t("active_subscriptions"), "#9a6700", of("active_subscriptions"))]),
+    }

@@ -337,10 +337,12 @@ def beside(param: str | None, fields: list[dict], typed: dict) -> str:
     return head if field["kind"] != "object" else f"{head}.{field['parts'][0]}"
 
 
-def explained(visit: Visit, param: str | None, message: str) -> str:
+def explained(visit: Visit, param: str | None, message: str, *, texts: str = "settings_invalid_") -> str:
+    """The API's message for a field, led by the page's own words for that
+    field (the text `{texts}{field}`) when there are some."""
     if param and message.startswith(f"{param}: "):
         message = message[len(param) + 2:]
-    key = f"settings_invalid_{re.split(r'[.[]', param or '', maxsplit=1)[0]}"
+    key = f"{texts}{re.split(r'[.[]', param or '', maxsplit=1)[0]}"
     lead = text(visit.lang, key)
     return message if lead == key else f"{lead} ({message})"
 
@@ -409,11 +411,7 @@ def add_staff_member(visit: Visit):
 
 
 def _member_message(visit: Visit, param: str | None, message: str) -> str:
-    if param and message.startswith(f"{param}: "):
-        message = message[len(param) + 2:]
-    key = f"settings_member_invalid_{param}"
-    lead = text(visit.lang, key)
-    return message if lead == key else f"{lead} ({message})"
+    return explained(visit, param, message, texts="settings_member_invalid_")
 
 
 @page(blueprint, "/console/settings/staff/remove", methods=("POST",), action="manage")

@@ -54,6 +54,10 @@ class Visit:
     def merchant_id(self) -> str:
         return self.session.merchant_id
 
+    @property
+    def path(self) -> str:
+        return page_path(self.request)
+
     def cookie(self, name: str) -> str | None:
         return cookies(self.request).get(name)
 
@@ -207,13 +211,14 @@ def redirect(location: str, *, headers: dict | None = None, cookies_to_set: list
 
 
 def page(blueprint: Blueprint, path: str, *, methods: tuple[str, ...] = ("GET",), auth: str = "staff",
-         action: str | None = None) -> Callable:
+         action: str | None = None, answers: str = "text/html") -> Callable:
     """Register `view(visit, **path_params)` as a console page.
 
     `auth` "staff" needs a session (else the sign-in page, coming back
     here after); "public" is for the sign-in and password pages. `action`
     is what a POST needs of the role ("serve", "manage"); every POST of a
-    session checks its CSRF token."""
+    session checks its CSRF token. `answers` is the media type of the page's
+    answer when it is a download (its errors are pages all the same)."""
 
     def register(view: Callable) -> Callable:
         @functools.wraps(view)
@@ -250,7 +255,7 @@ def page(blueprint: Blueprint, path: str, *, methods: tuple[str, ...] = ("GET",)
 
         content_types = [FORM] if "POST" in methods else None
         handle.routes = {method: Route(path, method, auth if auth == "public" else "staff", 200, view,
-                                       "text/html", tuple(content_types or ["application/json"]))
+                                       answers, tuple(content_types or ["application/json"]))
                          for method in methods}
         blueprint.route(path, methods=list(methods), content_types=content_types or ["application/json"])(handle)
         return view
@@ -268,9 +273,17 @@ def _as(visit: Visit, run: Callable[[], Response]) -> Response:
         return run()
 
 
+def page_path(request) -> str:
+    """The path the browser asked for. chalice's `request.path` is the
+    route's template (`/console/customers/{customer_id}`), as API Gateway's
+    resource path is: the ids are put back from the path parameters."""
+    params = request.uri_params or {}
+    return re.sub(r"{(\w+)}", lambda m: quote(params.get(m.group(1), ""), safe=""), request.path)
+
+
 def _here(request) -> str:
     query = "&".join(f"{k}={quote(v)}" for k, v in (request.query_params or {}).items())
-    return request.path + (f"?{query}" if query else "")
+    return page_path(request) + (f"?{query}" if query else "")
 
 
 def safe_next(target: str | None) -> str:

@@ -14,7 +14,9 @@ from decimal import Decimal, InvalidOperation
 
 from chalice import Response
 
+from chalicelib.domain.document_format import format_number
 from chalicelib.domain.errors import BillingError
+from chalicelib.domain.money import format_decimal
 from chalicelib.services.invoice_pdf import format_date, format_money
 from chalicelib.web.texts import TEXTS
 
@@ -49,18 +51,33 @@ def moment(iso: str | None, lang: str, timezone: str = "UTC") -> str:
     return at.strftime("%d/%m/%Y %H:%M") if lang == "fr" else at.strftime("%Y-%m-%d %H:%M")
 
 
+def nonzero(amount) -> bool:
+    """Whether a decimal string amount is other than zero (no float on the way)."""
+    try:
+        return Decimal(str(amount or "0")) != 0
+    except InvalidOperation:
+        return False
+
+
 def number(value, lang: str) -> str:
+    """A quantity or a rate without its trailing zeros ("12.000000" is 12),
+    in the language's decimal mark."""
     if value is None:
         return "–"
-    shown = str(value)
-    return shown.replace(".", ",") if lang == "fr" else shown
+    try:
+        exact = Decimal(str(value))
+    except InvalidOperation:
+        return str(value)
+    if exact.is_finite():
+        value = format_decimal(exact.normalize())
+    return format_number(value, lang)
 
 
 def render(visit, template: str, *, status: int = 200, headers: dict | None = None, **context) -> Response:
     lang = visit.lang
     body = _templates().get_template(f"web/{template}").render(
         visit=visit, lang=lang, session=visit.session, nonce=visit.nonce,
-        t=lambda key, **values: text(lang, key, **values), path=visit.request.path, **context,
+        t=lambda key, **values: text(lang, key, **values), path=visit.path, **context,
     )
     policy = (
         f"default-src 'none'; script-src 'nonce-{visit.nonce}'; style-src 'nonce-{visit.nonce}'; "
@@ -102,4 +119,5 @@ def _templates():
     env.filters["day"] = day
     env.filters["moment"] = moment
     env.filters["number"] = number
+    env.tests["nonzero"] = nonzero
     return env

@@ -88,7 +88,7 @@ def setup():
     return merchant["api_key"], pairs, clock
 
 
-def routes(pairs, api_key: str, clock) -> dict:
+def routes(api_key: str, pairs, clock) -> dict:
     """Route label -> a function of the request number giving its event."""
     at = (clock.now() - timedelta(hours=1)).isoformat().replace("+00:00", "Z")
 
@@ -163,7 +163,11 @@ def measure_route(app, make_event, meter: AwsMeter, requests: int) -> dict:
     }
 
 
-def main() -> dict:
+def measure_routes(setup, routes, requests: int) -> tuple:
+    """In moto in-process with every resource provisioned: the data
+    `setup()` makes, then each event of `routes(*made)` (label -> event of
+    the request number) measured `requests` times. Returns (made, figures
+    by label)."""
     from moto import mock_aws
 
     from chalicelib import aws, config
@@ -175,7 +179,7 @@ def main() -> dict:
         config.settings.cache_clear()
         aws.reset()
         try:
-            api_key, pairs, clock = setup()
+            made = setup()
             from app import app
 
             meter = AwsMeter().install()
@@ -185,13 +189,18 @@ def main() -> dict:
             gc.collect()
             gc.freeze()
             try:
-                results = {label: measure_route(app, make, meter, REQUESTS_PER_ROUTE)
-                           for label, make in routes(pairs, api_key, clock).items()}
+                results = {label: measure_route(app, make, meter, requests)
+                           for label, make in routes(*made).items()}
             finally:
                 gc.unfreeze()
                 meter.uninstall()
         finally:
             use_clock(None)
+    return made, results
+
+
+def main() -> dict:
+    _, results = measure_routes(setup, routes, REQUESTS_PER_ROUTE)
     summary = {"benchmark": "api", "customers": CUSTOMERS, "routes": results, "python": sys.version.split()[0]}
     print(json.dumps(summary))
     return summary

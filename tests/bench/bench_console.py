@@ -12,13 +12,12 @@ Run: `python -m tests.bench.bench_console` (part of `make bench`).
 """
 from __future__ import annotations
 
-import gc
 import json
 import os
 import sys
 from datetime import datetime, timedelta, timezone
 
-from tests.bench.harness import AwsMeter, use_bench_environment
+from tests.bench.harness import use_bench_environment
 
 use_bench_environment()
 
@@ -95,32 +94,9 @@ def pages(cookie: str, ids: list[str], billed: list[tuple[str, str]]) -> dict:
 
 
 def main() -> dict:
-    from moto import mock_aws
+    from tests.bench.bench_api import measure_routes
 
-    from chalicelib import aws, config
-    from chalicelib.clock import use_clock
-    from infra.local.provision import provision
-    from tests.bench.bench_api import measure_route
-
-    with mock_aws():
-        os.environ.update(provision())
-        config.settings.cache_clear()
-        aws.reset()
-        try:
-            cookie, ids, billed = setup()
-            from app import app
-
-            meter = AwsMeter().install()
-            gc.collect()
-            gc.freeze()
-            try:
-                results = {label: measure_route(app, make, meter, REQUESTS)
-                           for label, make in pages(cookie, ids, billed).items()}
-            finally:
-                gc.unfreeze()
-                meter.uninstall()
-        finally:
-            use_clock(None)
+    (_, _, billed), results = measure_routes(setup, pages, REQUESTS)
     summary = {"benchmark": "console", "customers": CUSTOMERS, "months": MONTHS, "billed_customers": len(billed),
                "pages": results, "python": sys.version.split()[0]}
     print(json.dumps(summary))

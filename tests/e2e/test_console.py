@@ -2,6 +2,7 @@
 journeys of a shop's staff serving customers who are not online."""
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
@@ -167,3 +168,101 @@ def test_an_offer_is_created_after_a_field_error_is_fixed(owner, shop):
     (offer,) = [o for o in shop.get("/offers").json()["data"] if o["code"] == "clico-neksia"]
     assert [(c["code"], c.get("amount"), c.get("unit_amount")) for c in offer["components"]] == [
         ("base", "49.00", None), ("montage", None, "1.20")]
+
+
+BIGGER = {**OFFER, "code": "entretien-plus", "name": "Contrat d'entretien Plus",
+          "components": [{"code": "base", "type": "flat", "amount": "39.00"}]}
+
+
+def subscribed_without_card(shop, offer_id: str, name: str) -> tuple[str, str]:
+    customer = shop.post("/customers", json={"name": name, "email": "client@example.fr", "country": "FR"})
+    assert customer.status_code == 201, customer.text
+    subscription = shop.post("/subscriptions", json={"customer_id": customer.json()["id"], "offer_id": offer_id})
+    assert subscription.status_code == 201, subscription.text
+    return customer.json()["id"], subscription.json()["id"]
+
+
+def submit(owner: Staff, button: str) -> None:
+    """Click a form's button as a person does, accepting its confirmation."""
+    owner.page.once("dialog", lambda dialog: dialog.accept())
+    with owner.page.expect_navigation():
+        owner.page.get_by_role("button", name=button).click()
+
+
+def test_the_shop_serves_a_subscription_change_compensation_and_cancellation(owner, shop, chromium):
+    from tests.e2e.test_payment_page import save_card
+
+    offer = an_offer(shop)
+    shop.post("/offers", json=BIGGER)
+    customer_id, subscription_id = subscribed_without_card(shop, offer["id"], "Paul Lefèvre")
+    save_card(chromium, shop.post(f"/customers/{customer_id}/payment-link").json()["url"], offer_name=OFFER["name"])
+    deadline = time.monotonic() + 30
+    while shop.get(f"/subscriptions/{subscription_id}").json()["status"] != "active":
+        assert time.monotonic() < deadline, "the first invoice was not paid with the saved card"
+        time.sleep(0.5)
+    owner.goto(f"/console/subscriptions/{subscription_id}")
+    page = owner.page
+    owner.shot("subscription-fr")
+
+    page.select_option('select[name="offer_id"]', label=f"{BIGGER['name']} ({BIGGER['code']})")
+    page.select_option('select[name="effective"]', "period_end")
+    submit(owner, "Enregistrer le changement")
+    assert "Le changement est programmé pour la fin de la période." in page.inner_text("main")
+    assert shop.get(f"/subscriptions/{subscription_id}").json()["offer_id"] == offer["id"]  # not yet
+
+    page.select_option('select[name="free_option"]', index=1)
+    page.select_option('select[name="free_effective"]', "period_end")
+    page.fill('textarea[name="free_reason"]', "Intervention en retard de deux jours")
+    submit(owner, "Offrir l’option")
+    assert "L’option sera offerte à partir de la prochaine période." in page.inner_text("main")
+
+    page.select_option('select[name="cancel_when"]', "period_end")
+    page.select_option('select[name="cancel_reason"]', "moved_away")
+    page.fill('textarea[name="cancel_comment"]', "Part à Lyon")
+    submit(owner, "Résilier l’abonnement")
+    assert "La résiliation est programmée pour la fin de la période." in page.inner_text("main")
+    owner.shot("subscription-after-actions-fr")
+    shown = shop.get(f"/subscriptions/{subscription_id}").json()
+    assert shown["cancel_at_period_end"] is True and shown["status"] != "canceled"
+    history = shop.get(f"/subscriptions/{subscription_id}/history").json()["data"]
+    ours = [entry for entry in history if entry["actor"] == f"user:{shop.owner[0]}"]
+    assert [entry["type"] for entry in ours] == ["change_scheduled", "change_scheduled", "cancellation_scheduled"], history
+    page.get_by_role("button", name="English").click()
+    page.wait_for_load_state()
+    assert "Cancel the subscription" in page.inner_text("main")
+    owner.shot("subscription-en")
+
+
+def test_the_shop_credits_voids_and_takes_cash(owner, shop):
+    offer = an_offer(shop)
+    customer_id, first = subscribed_without_card(shop, offer["id"], "Anne Moreau")
+    _, second = subscribed_without_card(shop, offer["id"], "Anne Moreau (atelier)")
+    invoice, = shop.get("/invoices", params={"subscription_id": first}).json()["data"]
+    other, = shop.get("/invoices", params={"subscription_id": second}).json()["data"]
+    assert invoice["amount_due"] == "34.80"  # 29.00 + 20 % VAT, no card yet
+    page = owner.page
+
+    owner.goto(f"/console/invoices/{invoice['id']}")
+    owner.shot("invoice-open-fr")
+    page.fill('input[name="cn_amount"]', "4,80")
+    page.select_option('select[name="cn_reason"]', "goodwill")
+    submit(owner, "Émettre l’avoir")
+    assert "L’avoir est émis." in page.inner_text("main")
+    page.select_option('select[name="pay_method"]', "cash")
+    page.fill('input[name="pay_amount"]', "30,00")
+    submit(owner, "Enregistrer le paiement")
+    assert "Le paiement est enregistré." in page.inner_text("main")
+    owner.shot("invoice-paid-fr")
+    paid = shop.get(f"/invoices/{invoice['id']}").json()
+    assert (paid["status"], paid["amount_credited"], paid["amount_paid"], paid["amount_due"]) == (
+        "paid", "4.80", "30.00", "0.00")
+
+    owner.goto(f"/console/invoices/{other['id']}")
+    submit(owner, "Annuler la facture")
+    assert "La facture est annulée." in page.inner_text("main")
+    assert shop.get(f"/invoices/{other['id']}").json()["status"] == "void"
+    page.get_by_role("button", name="English").click()
+    page.wait_for_load_state()
+    owner.shot("invoice-void-en")
+    owner.goto(f"/console/customers/{customer_id}")
+    owner.shot("customer-after-cash-en")

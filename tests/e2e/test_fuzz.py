@@ -13,6 +13,18 @@ the answer matches its schema and media type; a request the document calls
 invalid is refused with a 4xx; an undeclared method is `405` with a right
 `Allow`; every JSON 4xx is API.md's error object (tests/e2e/fuzz_checks.py).
 
+The console's pages are fuzzed signed in: the fuzz merchant's owner signs
+in over HTTP, and schemathesis sends the session cookie (the
+`consoleSession` scheme) and the session's CSRF token in every form. One
+exception: `POST /console/logout` gets a token that is not the session's,
+or its first valid request would end the session for every page after it
+(signing out is tested in tests/integration/test_console_auth.py). A page
+refuses a request without that session by sending the browser to the
+sign-in page (303): `negative_data_rejection_or_sign_in` of
+tests/e2e/fuzz_checks.py runs schemathesis's `negative_data_rejection` with
+that one difference (the sign-in redirect when the session cookie is
+missing or mangled, a 4xx for any other invalid request).
+
 Not run: `positive_data_acceptance` (a request the schema allows must be
 accepted): the schema cannot say that an id must exist or that a tier's
 `up_to` ascends, so it would report every such 400 and 404; and the checks
@@ -28,6 +40,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -36,13 +49,15 @@ from xml.etree import ElementTree
 
 import pytest
 
+import requests
+
 from tests.e2e.conftest import ROOT
 from tests.unit.test_catalog import API_EXAMPLE
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "10"))
 PHASES = "examples,coverage,fuzzing,stateful"
 CHECKS = ("not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,"
-          "negative_data_rejection,unsupported_method,allow_header_conformance,api_error_object")
+          "negative_data_rejection_or_sign_in,unsupported_method,allow_header_conformance,api_error_object")
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +65,8 @@ def fuzzed(stage, operator):
     """A merchant with one of each object, so that generated requests also
     reach real offers, customers, subscriptions and devices."""
     merchant = operator.post("/admin/merchants", json={
-        "name": "Fuzz", "default_currency": "EUR", "invoice_prefix": "FZ", "tax_rates": {"FR": "20.0"}})
+        "name": "Fuzz", "default_currency": "EUR", "invoice_prefix": "FZ", "tax_rates": {"FR": "20.0"},
+        "owner_email": OWNER[0], "owner_password": OWNER[1]})
     assert merchant.status_code == 201, merchant.text
     api = operator.as_key(merchant.json()["api_key"])
     offer = api.post("/offers", json=API_EXAMPLE).json()
@@ -64,17 +80,38 @@ def fuzzed(stage, operator):
         # Not the key's prefix: once the fuzzer has made a second key, it
         # would revoke the one it speaks with.
     }
-    return api, real
+    return api, real, sign_in(stage.url, *OWNER)
+
+
+OWNER = ("owner@fuzz.example", "Fuzz-owner-2026!")
+
+
+def sign_in(base: str, email: str, password: str) -> tuple[str, str]:
+    """A console session as a browser opens one: (its cookie, its CSRF token)."""
+    browser = requests.Session()
+    page = browser.get(f"{base}/console/login", timeout=30)
+    token = re.search(r'name="login_token" value="([^"]+)"', page.text).group(1)
+    done = browser.post(f"{base}/console/login", data={"email": email, "password": password, "login_token": token},
+                        allow_redirects=False, timeout=30)
+    assert done.status_code == 303, done.text
+    session = browser.cookies["console_session"]
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', browser.get(f"{base}/console", timeout=30).text).group(1)
+    return session, csrf
 
 
 # Every phase takes about three minutes on two busy cores: more than the
 # suite's default per-test limit.
 @pytest.mark.timeout(900)
 def test_generated_requests_never_break_the_api(stage, fuzzed, tmp_path):
-    api, real = fuzzed
+    api, real, (session, csrf) = fuzzed
     config = tmp_path / "schemathesis.toml"
-    # The real objects' ids, wherever a path names one.
-    config.write_text("[parameters]\n" + "".join(f'"path.{name}" = "{value}"\n' for name, value in sorted(real.items())))
+    # The real objects' ids, wherever a path names one; the console session.
+    config.write_text(
+        "[parameters]\n" + "".join(f'"path.{name}" = "{value}"\n' for name, value in sorted(real.items()))
+        + f'"body.csrf_token" = "{csrf}"\n'
+        + f'[auth.openapi.consoleSession]\napi_key = "{session}"\n'
+        + '[[operations]]\ninclude-path-regex = "^/console/logout$"\n'
+        + 'parameters = { "body.csrf_token" = "not-the-sessions-token" }\n')
     junit = tmp_path / "junit.xml"
     command = [
         str(Path(sys.executable).parent / "schemathesis"), "--config-file", str(config), "run",
@@ -85,7 +122,8 @@ def test_generated_requests_never_break_the_api(stage, fuzzed, tmp_path):
         "--report-ndjson-path", str(tmp_path / "events.ndjson"), "--output-truncate", "true",
     ]
     # Run from the scratch directory: the CLI leaves its cache (.schemathesis/) where it runs.
-    env = {**os.environ, "SCHEMATHESIS_HOOKS": str(ROOT / "tests" / "e2e" / "fuzz_checks.py")}
+    env = {**os.environ, "SCHEMATHESIS_HOOKS": str(ROOT / "tests" / "e2e" / "fuzz_checks.py"),
+           "FUZZ_CONSOLE_SESSION": session}
     run = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1500)
     summary = run.stdout[run.stdout.find("SUMMARY"):] if "SUMMARY" in run.stdout else run.stdout[-4000:]
 

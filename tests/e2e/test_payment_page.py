@@ -34,7 +34,7 @@ def subscribed_customer(merchant) -> tuple[str, str]:
     return customer.json()["id"], subscription.json()["id"]
 
 
-def save_card(chromium, url: str, screenshot: str | None = None) -> str:
+def save_card(chromium, url: str, screenshot: str | None = None, offer_name: str = "Clic&O Neksia") -> str:
     """Type a card into the page as a customer would; the confirmation text."""
     page = chromium.new_page(viewport={"width": 480, "height": 860})
     errors = []
@@ -42,7 +42,7 @@ def save_card(chromium, url: str, screenshot: str | None = None) -> str:
     try:
         page.goto(url)
         assert page.locator("h1").inner_text() == "Moyen de paiement"
-        assert "Clic&O Neksia" in page.locator(".charges").inner_text()
+        assert offer_name in page.locator(".charges").inner_text()
         card = page.locator("#card-element")
         card.locator('input[placeholder="number"]').press_sequentially("4242424242424242")
         card.locator('input[placeholder="exp_month"]').press_sequentially("12")

@@ -9,6 +9,7 @@ import pytest
 from moto import mock_aws
 
 import tests.integration.table_stream  # noqa: F401  (moto copies stream records cheaply)
+from tests.integration.console_client import NOW, OWNER, Browser
 
 ADMIN_KEY = os.environ["ADMIN_API_KEY"]
 
@@ -181,3 +182,29 @@ def clock(aws, localstripe, clock_start):
     use_clock(fixed)
     yield fixed
     use_clock(None)
+
+
+@pytest.fixture
+def console_clock():
+    """The platform's clock fixed at console_client.NOW; the console test
+    modules opt in with `pytestmark = pytest.mark.usefixtures("console_clock")`."""
+    from chalicelib.clock import FixedClock, use_clock
+
+    fixed = FixedClock(NOW)
+    use_clock(fixed)
+    yield fixed
+    use_clock(None)
+
+
+@pytest.fixture
+def shop(new_merchant):
+    """A merchant whose owner signs in to the console as OWNER."""
+    return new_merchant(owner_email=OWNER[0], owner_password=OWNER[1])
+
+
+@pytest.fixture
+def browser(client, shop):
+    """The console, signed in as the shop's owner."""
+    browser = Browser(client)
+    assert browser.sign_in(*OWNER).status_code == 303
+    return browser

@@ -1,10 +1,17 @@
 """A browser's side of the console for integration tests: form posts,
-cookies kept between requests, redirects seen (not followed)."""
+cookies kept between requests, redirects seen (not followed); the shop's
+owner, the console tests' time, a member signed in with a role, the error
+shown beside a field."""
 from __future__ import annotations
 
 import re
+from datetime import datetime, timezone
+from html import unescape
 from http.cookies import SimpleCookie
 from urllib.parse import urlencode
+
+OWNER = ("owner@optique-durand.fr", "Owner-pass-2026")
+NOW = datetime(2026, 11, 2, 9, 0, tzinfo=timezone.utc)
 
 
 class Browser:
@@ -54,3 +61,18 @@ class Browser:
 
     def csrf(self) -> str:
         return self.hidden(self.get("/console"), "csrf_token")
+
+
+def member(client, shop, role: str) -> Browser:
+    email = f"{role}@optique-durand.fr"
+    assert shop.post("/merchant/users", {"email": email, "role": role, "password": "Member-pass-2026"}).status == 201
+    browser = Browser(client)
+    assert browser.sign_in(email, "Member-pass-2026").status_code == 303
+    return browser
+
+
+def error_beside(browser, page, name: str) -> str | None:
+    """The message shown beside the input `name` (the span its aria-describedby names)."""
+    match = re.search(rf'<span class="field-error" id="e-{re.escape(name)}" role="alert">([^<]*)</span>',
+                      browser.text(page))
+    return unescape(match.group(1)) if match else None

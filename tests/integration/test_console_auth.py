@@ -2,16 +2,7 @@
 CSRF, sign-out, password reset, tenancy."""
 from __future__ import annotations
 
-import pytest
-
-from tests.integration.console_client import Browser
-
-OWNER = ("owner@optique-durand.fr", "Owner-pass-2026")
-
-
-@pytest.fixture
-def shop(new_merchant):
-    return new_merchant(owner_email=OWNER[0], owner_password=OWNER[1])
+from tests.integration.console_client import OWNER, Browser
 
 
 def test_the_owner_signs_in_and_lands_on_the_dashboard(client, shop):
@@ -106,3 +97,14 @@ def test_a_forgotten_password_is_replaced_with_the_code_cognito_sends(client, sh
     assert done.status_code == 303 and done.headers["Location"] == "/console/login?done=password_changed"
     assert Browser(client).sign_in(OWNER[0], "Brand-new-pass-7").status_code == 303
     assert Browser(client).sign_in(*OWNER).status_code == 401
+
+
+def test_the_sign_in_and_the_language_switch_come_back_to_the_page_of_an_object(client, shop):
+    """chalice's request.path is the route's template: the ids are put back."""
+    customer = shop.post("/customers", {"name": "Jeanne", "email": "j@example.fr", "country": "FR"}).json
+    browser = Browser(client)
+    answer = browser.get(f"/console/customers/{customer['id']}")
+    assert answer.headers["Location"] == f"/console/login?next=/console/customers/{customer['id']}"
+    browser.sign_in(*OWNER)
+    page = browser.text(browser.get(f"/console/customers/{customer['id']}"))
+    assert f'name="next" value="/console/customers/{customer["id"]}"' in page

@@ -18,32 +18,22 @@ from html import unescape
 import pytest
 
 from chalicelib.services import collecting
-from tests.integration.console_client import Browser
+from tests.integration.console_client import OWNER, Browser
 from tests.integration.test_alerts import mails_to
 from tests.integration.test_billing import (
     CARD_DECLINED_ON_CHARGE, NOV_1, CrashAfterCharge, bill, invoices_of, iso, new_customer, simple_offer, subscribe,
 )
 
-OWNER = ("owner@optique-durand.fr", "Owner-pass-2026")
 ACTOR = f"user:{OWNER[0]}"
 CUSTOMER_EMAIL = "compta@labo-martin.fr"
+
+# Fixed before `shop`, so that the merchant is made at NOV_1 too.
+pytestmark = pytest.mark.usefixtures("clock")
 
 
 @pytest.fixture
 def clock_start():
     return NOV_1
-
-
-@pytest.fixture
-def shop(new_merchant, clock):
-    return new_merchant(owner_email=OWNER[0], owner_password=OWNER[1])
-
-
-@pytest.fixture
-def browser(client, shop):
-    browser = Browser(client)
-    assert browser.sign_in(*OWNER).status_code == 303
-    return browser
 
 
 def text_of(browser, response) -> str:
@@ -176,7 +166,7 @@ def test_an_option_granted_free_is_billed_at_zero_on_the_next_invoice(browser, s
             if line["kind"] in ("fee", "option")]
     assert fees == [("fee", "base", "49.00"), ("option", "express", "0.00")]
     shown = text_of(browser, browser.get(path))
-    assert "Option express: 4h on-site" in shown and "4h on-site offerte" in shown
+    assert "simple – Option 4h on-site" in shown and "4h on-site offerte" in shown
     assert "Motif : Technicien venu en retard" in shown
     # Free already: nothing more to grant.
     assert "Toutes les options de l’offre sont déjà offertes." in shown

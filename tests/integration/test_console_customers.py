@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import pytest
 
-from tests.integration.console_client import Browser
+from tests.integration.console_client import NOW, Browser
 from tests.integration.table_stream import billing_table_stream
 
-OWNER = ("owner@optique-durand.fr", "Owner-pass-2026")
-NOW = datetime(2026, 11, 2, 9, 0, tzinfo=timezone.utc)
 OFFER = {"code": "neksia", "name": "Clic&O Neksia", "currency": "EUR", "billing_interval": "month",
          "components": [{"code": "base", "type": "flat", "amount": "49.00"},
                         {"code": "montage", "type": "metered", "meter": "montages", "unit_amount": "1.20"}],
@@ -25,26 +23,7 @@ FREE = {"code": "free", "name": "Free", "currency": "EUR", "billing_interval": "
         "components": [{"code": "base", "type": "flat", "amount": "0.00"}]}
 
 
-@pytest.fixture(autouse=True)
-def fixed_clock():
-    from chalicelib.clock import FixedClock, use_clock
-
-    clock = FixedClock(NOW)
-    use_clock(clock)
-    yield clock
-    use_clock(None)
-
-
-@pytest.fixture
-def shop(new_merchant):
-    return new_merchant(owner_email=OWNER[0], owner_password=OWNER[1])
-
-
-@pytest.fixture
-def browser(client, shop):
-    browser = Browser(client)
-    assert browser.sign_in(*OWNER).status_code == 303
-    return browser
+pytestmark = pytest.mark.usefixtures("console_clock")
 
 
 def customer(api, name, email=None, **fields) -> str:
@@ -337,7 +316,7 @@ def reading(client, merchant_id: str, seq: int, at: datetime, **counters) -> Non
 
 
 @pytest.fixture
-def relationship(client, browser, shop, fixed_clock):
+def relationship(client, browser, shop, console_clock):
     """A walk-in customer subscribed at the counter (no card: its first
     invoice stays open), paid 20.00 in cash, credited 1.00, with a device
     that made 12 montages; the audit and report feeds delivered."""
@@ -357,9 +336,9 @@ def relationship(client, browser, shop, fixed_clock):
     assert note.status == 201, note
     assert shop.post("/devices", {"device_id": "neksia-0042", "subscription_id": subscription["id"]}).status == 201
     merchant_id = shop.merchant["id"]
-    fixed_clock.set(NOW + timedelta(hours=1))
+    console_clock.set(NOW + timedelta(hours=1))
     reading(client, merchant_id, 1, NOW + timedelta(hours=1), montages=100)
-    fixed_clock.set(NOW + timedelta(hours=2))
+    console_clock.set(NOW + timedelta(hours=2))
     reading(client, merchant_id, 2, NOW + timedelta(hours=2), montages=112)
     stream = billing_table_stream()
     stream.deliver(report_feed)

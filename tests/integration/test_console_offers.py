@@ -5,15 +5,11 @@ does not draw kept), archiving, roles and tenancy."""
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
-from html import unescape
 
 import pytest
 
-from tests.integration.console_client import Browser
+from tests.integration.console_client import error_beside, member
 
-OWNER = ("owner@optique-durand.fr", "Owner-pass-2026")
-NOW = datetime(2026, 11, 2, 9, 0, tzinfo=timezone.utc)
 OFFER = {"code": "neksia", "name": "Clic&O Neksia", "currency": "EUR", "billing_interval": "month",
          "components": [{"code": "base", "type": "flat", "amount": "49.00"},
                         {"code": "calls", "type": "metered", "meter": "calls", "tier_mode": "graduated",
@@ -22,41 +18,7 @@ OFFER = {"code": "neksia", "name": "Clic&O Neksia", "currency": "EUR", "billing_
          "options": [{"code": "express", "name": "4h on-site", "amount": "30.00"}]}
 
 
-@pytest.fixture(autouse=True)
-def fixed_clock():
-    from chalicelib.clock import FixedClock, use_clock
-
-    clock = FixedClock(NOW)
-    use_clock(clock)
-    yield clock
-    use_clock(None)
-
-
-@pytest.fixture
-def shop(new_merchant):
-    return new_merchant(owner_email=OWNER[0], owner_password=OWNER[1])
-
-
-@pytest.fixture
-def browser(client, shop):
-    browser = Browser(client)
-    assert browser.sign_in(*OWNER).status_code == 303
-    return browser
-
-
-def member(client, shop, role: str) -> Browser:
-    email = f"{role}@optique-durand.fr"
-    assert shop.post("/merchant/users", {"email": email, "role": role, "password": "Member-pass-2026"}).status == 201
-    browser = Browser(client)
-    assert browser.sign_in(email, "Member-pass-2026").status_code == 303
-    return browser
-
-
-def error_beside(browser, page, name: str) -> str | None:
-    """The message shown beside the input `name` (the span its aria-describedby names)."""
-    match = re.search(rf'<span class="field-error" id="e-{re.escape(name)}" role="alert">([^<]*)</span>',
-                      browser.text(page))
-    return unescape(match.group(1)) if match else None
+pytestmark = pytest.mark.usefixtures("console_clock")
 
 
 def new_offer_fields(browser, form, **changes) -> dict:

@@ -9,56 +9,19 @@ import csv
 import gzip
 import io
 import re
-from datetime import datetime, timezone
-from html import unescape
 
 import pytest
 from pydantic import BaseModel
 
-from tests.integration.console_client import Browser
+from tests.integration.console_client import OWNER, Browser, error_beside, member
 from tests.integration.table_stream import billing_table_stream
 
-OWNER = ("owner@optique-durand.fr", "Owner-pass-2026")
-NOW = datetime(2026, 11, 2, 9, 0, tzinfo=timezone.utc)
 OFFER = {"code": "neksia", "name": "Clic&O Neksia", "currency": "EUR", "billing_interval": "month",
          "components": [{"code": "base", "type": "flat", "amount": "49.00"},
                         {"code": "montage", "type": "metered", "meter": "montages", "unit_amount": "1.20"}]}
 
 
-@pytest.fixture(autouse=True)
-def fixed_clock():
-    from chalicelib.clock import FixedClock, use_clock
-
-    clock = FixedClock(NOW)
-    use_clock(clock)
-    yield clock
-    use_clock(None)
-
-
-@pytest.fixture
-def shop(new_merchant):
-    return new_merchant(owner_email=OWNER[0], owner_password=OWNER[1])
-
-
-@pytest.fixture
-def browser(client, shop):
-    browser = Browser(client)
-    assert browser.sign_in(*OWNER).status_code == 303
-    return browser
-
-
-def member(client, shop, role: str) -> Browser:
-    email = f"{role}@optique-durand.fr"
-    assert shop.post("/merchant/users", {"email": email, "role": role, "password": "Member-pass-2026"}).status == 201
-    browser = Browser(client)
-    assert browser.sign_in(email, "Member-pass-2026").status_code == 303
-    return browser
-
-
-def error_beside(browser, page, name: str) -> str | None:
-    match = re.search(rf'<span class="field-error" id="e-{re.escape(name)}" role="alert">([^<]*)</span>',
-                      browser.text(page))
-    return unescape(match.group(1)) if match else None
+pytestmark = pytest.mark.usefixtures("console_clock")
 
 
 def rows_of(body: bytes) -> list[dict]:

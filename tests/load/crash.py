@@ -211,6 +211,8 @@ def problems_of(figures: dict) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from tests.load.run import print_figures
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--subscriptions", type=int, default=int(os.environ.get("CRASH_SUBSCRIPTIONS", 2000)))
     parser.add_argument("--faults", default=",".join(FAULTS), help="which, in order: " + ", ".join(FAULTS))
@@ -235,12 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     report["problems"] = [p for run in report["runs"] for p in run["problems"]]
     if "settled" in report:
         report["problems"] += report["settled"]["check"]["problems"]
-    text = json.dumps(report, indent=1, sort_keys=True)
-    print(text)
-    if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(text + "\n")
-    return 1 if report["problems"] else 0
+    return print_figures(report, args.output)
 
 
 if __name__ == "__main__":

@@ -433,6 +433,17 @@ def run(api: str, mqtt_port: int, stripe_base: str, aws_endpoint: str | None, de
     return figures
 
 
+def print_figures(figures: dict, output: str | None) -> int:
+    """Print the figures as JSON (and write them to `output`); the exit
+    status: 1 when a check found a problem."""
+    text = json.dumps(figures, indent=1, sort_keys=True)
+    print(text)
+    if output:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        Path(output).write_text(text + "\n")
+    return 1 if figures["problems"] else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     import os
 
@@ -463,12 +474,7 @@ def main(argv: list[str] | None = None) -> int:
         with pop.OwnStage(root / "test-artifacts" / "load-stage") as own:
             figures = run(own.api_base, own.mqtt_port, own.stripe_base, own.aws_endpoint, **options)
     figures["wall_seconds"] = round(time.monotonic() - started, 1)
-    text = json.dumps(figures, indent=1, sort_keys=True)
-    print(text)
-    if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(text + "\n")
-    return 1 if figures["problems"] else 0
+    return print_figures(figures, args.output)
 
 
 if __name__ == "__main__":
