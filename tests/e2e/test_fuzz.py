@@ -48,7 +48,6 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 import pytest
-
 import requests
 
 from tests.e2e.conftest import ROOT
