@@ -12,8 +12,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 SMOKE = r'''
 import importlib.util, json, os
-os.environ.update(BENCH_DEVICES="3", BENCH_READINGS="2", BENCH_API_CUSTOMERS="1", BENCH_API_REQUESTS="1")
-from tests.bench import bench_api, bench_billing, bench_ingest, bench_package, bench_rating, harness
+os.environ.update(BENCH_DEVICES="3", BENCH_READINGS="2", BENCH_API_CUSTOMERS="1", BENCH_API_REQUESTS="1",
+                  BENCH_CONSOLE_CUSTOMERS="30", BENCH_CONSOLE_MONTHS="2", BENCH_CONSOLE_BILLED="2",
+                  BENCH_CONSOLE_REQUESTS="1")
+from tests.bench import bench_api, bench_billing, bench_console, bench_ingest, bench_package, bench_rating, harness
 from chalicelib.domain.catalog import parse_offer
 
 out = {}
@@ -24,6 +26,7 @@ out["simulated"] = bench_billing.simulate(300, 10, before_charge=0.05, after_cha
 out["ingest"] = bench_ingest.run(10)
 out["billing"] = bench_billing.measure(1)
 out["api"] = bench_api.main()
+out["console"] = bench_console.main()
 out["first_call_modules_missing"] = [m for ms in bench_package.FIRST_CALL_IMPORTS.values() for m in ms
                                      if importlib.util.find_spec(m) is None]
 out["functions_unknown"] = [f for f in bench_package.functions() if f not in bench_package.FIRST_CALL_IMPORTS]
@@ -117,6 +120,15 @@ def test_every_benchmark_runs_on_a_tiny_size():
     routes = out["api"]["routes"]
     assert len(routes) == 5
     assert all(r["dynamodb_requests"]["median"] >= 1 and r["cpu_ms"]["median"] > 0 for r in routes.values())
+
+    # The console's pages, a page of 25 customers among 30: the requests a page
+    # makes are those of its rows, whatever the number of customers.
+    pages = out["console"]["pages"]
+    assert len(pages) == 4 and all(p["cpu_ms"]["median"] > 0 for p in pages.values())
+    requests = {name: p["dynamodb_requests"]["max"] for name, p in pages.items()}
+    assert requests["GET /console (dashboard)"] <= 4
+    assert requests["GET /console/customers"] <= 25 + 2
+    assert requests["GET /console/customers/{id} (24 months billed)"] <= 13
 
     # A function added since is measured with `import app` alone, and listed.
     assert out["first_call_modules_missing"] == []
