@@ -1,10 +1,15 @@
-"""The billing run on moto and localstripe: invoices built at each boundary
-(checked by hand), exactly one invoice and one charge whatever is re-run,
-crashes, dunning, month ends, changes, catch-up, gapless numbers, and the
-invoices API (list, read, PDF, pay, void).
+"""The billing run on moto and localstripe: a month of Clic&O invoiced and
+paid (checked by hand), late usage, exactly one invoice and one charge
+whatever is re-run or crashes, and dunning.
 
 Stripe is localstripe through the official library; the charges each test
-makes are counted there, per Stripe customer."""
+makes are counted there, per Stripe customer.
+
+The constants, helpers and fixtures here (offers, customers and their cards,
+subscriptions, usage, a subscription's invoices and charges, the clock's
+start, atomic_dynamodb) are shared: test_billing_periods.py (calendars,
+changes, catch-up), test_billing_invoices.py (money rules, numbers, the
+invoices API) and other modules import them from here."""
 from __future__ import annotations
 
 import json
@@ -17,7 +22,7 @@ from decimal import Decimal
 import pytest
 
 from chalicelib import jobs, payments
-from chalicelib.services import cards, collecting, invoices, issuing
+from chalicelib.services import cards, collecting, issuing
 from chalicelib.store import customers as customer_store
 from chalicelib.store import invoices as invoice_store
 from tests.integration.domain_events import published  # noqa: F401  (fixture)
@@ -165,6 +170,16 @@ def device_reading(client, merchant_id: str, seq: int, at: datetime, **counters)
                        "device_id": "neksia-0042"})
     response = client.lambda_.invoke("ingest_usage", sqs_event([body]))
     assert response.payload["batchItemFailures"] == [], response.payload
+
+
+def pdf_text(document: bytes) -> str:
+    """The text drawn on the pages, as a PDF reader extracts it (whitespace collapsed)."""
+    import io
+
+    from pypdf import PdfReader
+
+    pages = PdfReader(io.BytesIO(document)).pages
+    return " ".join(" ".join(page.extract_text() or "" for page in pages).split())
 
 
 def money(text: str) -> Decimal:
@@ -549,389 +564,3 @@ def test_payment_webhooks_are_recorded_once(merchant, clock):
     assert merchant.get(f"/invoices/{invoice['id']}").json == before
     # A PaymentIntent that is none of our invoices' is ignored.
     assert collecting.reconcile_payment({**charge, "metadata": {}}) is None
-
-
-# ---------------------------------------------------------------------------
-# Calendars, changes, catch-up
-
-
-@pytest.mark.parametrize("year, february_end", [(2027, 28), (2028, 29)])
-def test_periods_anchored_on_31_january(new_merchant, clock, year, february_end):
-    merchant = new_merchant(timezone="UTC")
-    customer_id = new_customer(merchant)
-    start = datetime(year, 1, 31, tzinfo=UTC)
-    clock.set(start)
-    sub = subscribe(merchant, customer_id, simple_offer(merchant), start_at=iso(start))
-    bill(merchant, sub["id"])
-    for moment in (datetime(year, 2, february_end, 0, 1, tzinfo=UTC), datetime(year, 3, 31, 0, 1, tzinfo=UTC)):
-        clock.set(moment)
-        jobs.billing_scheduler(clock.now(), inline=True)
-    periods = [(i["lines"][-1]["period_start"], i["lines"][-1]["period_end"]) for i in invoices_of(merchant, sub["id"])]
-    feb = f"{year}-02-{february_end:02d}T00:00:00Z"
-    assert periods == [
-        (f"{year}-01-31T00:00:00Z", feb),
-        (feb, f"{year}-03-31T00:00:00Z"),
-        (f"{year}-03-31T00:00:00Z", f"{year}-04-30T00:00:00Z"),
-    ]
-    assert merchant.get(f"/subscriptions/{sub['id']}").json["next_billing_at"] == f"{year}-04-30T00:00:00Z"
-
-
-def test_a_change_on_day_10_is_prorated_on_an_invoice_now(new_merchant, clock):
-    """November (UTC merchant) has 30 days; the change at 10 Nov 12:00 leaves
-    20 whole days: 20/30 of the fees is credited (old) and charged (new).
-      montage so far   10 x 1.20                  = 12.00
-      unused base      -49.00 x 20/30             = -32.67
-      base, rest       49.00 x 20/30              =  32.67
-      express, rest    30.00 x 20/30              =  20.00
-      subtotal 32.00, VAT 6.40, total 38.40"""
-    merchant = new_merchant(timezone="UTC")
-    start = datetime(2026, 11, 1, tzinfo=UTC)
-    clock.set(start)
-    customer_id = new_customer(merchant)
-    sub = subscribe(merchant, customer_id, simple_offer(merchant), start_at=iso(start))
-    bill(merchant, sub["id"])
-    clock.set(datetime(2026, 11, 10, 12, tzinfo=UTC))
-    record_usage(merchant, sub["id"], datetime(2026, 11, 5, tzinfo=UTC), montages="10")
-    changed = merchant.post(f"/subscriptions/{sub['id']}/change", {"options": ["express"], "effective": "immediately"})
-    assert changed.status == 200, changed
-    # Issued and charged with the change: nothing is left queued.
-    issued = invoices_of(merchant, sub["id"])[-1]
-    assert issuing.invoice_now(merchant.merchant["id"], sub["id"]) == []
-    assert [(l["kind"], l["component"], l["amount"]) for l in issued["lines"]] == [
-        ("usage", "montage", "12.00"),
-        ("proration", "base", "-32.67"),
-        ("fee", "base", "32.67"),
-        ("option", "express", "20.00"),
-    ]
-    assert (issued["subtotal"], issued["tax"], issued["total"]) == ("32.00", [{"rate": "20.0", "amount": "6.40"}],
-                                                                     "38.40")
-    assert issued["status"] == "paid" and issued["billing_reason"] == "subscription_update"
-    # At the boundary the rest of November's usage only, and December with the option.
-    clock.set(datetime(2026, 11, 25, tzinfo=UTC))
-    record_usage(merchant, sub["id"], datetime(2026, 11, 20, tzinfo=UTC), montages="4")
-    clock.set(datetime(2026, 12, 1, 0, 1, tzinfo=UTC))
-    bill(merchant, sub["id"])
-    december = invoices_of(merchant, sub["id"])[-1]
-    assert [(l["kind"], l["component"], l["quantity"], l["amount"]) for l in december["lines"]] == [
-        ("usage", "montage", "4", "4.80"),
-        ("fee", "base", "1", "49.00"),
-        ("option", "express", "1", "30.00"),
-    ]
-
-
-def test_a_subscription_three_months_late_catches_up_one_invoice_per_period_in_order(merchant, clock):
-    customer_id = new_customer(merchant)
-    sub = subscribe(merchant, customer_id, simple_offer(merchant), start_at=iso(NOV_1))
-    for month, count in ((11, 1), (12, 2), (1, 3)):
-        clock.set(datetime(2026 if month > 1 else 2027, month, 15, tzinfo=UTC))
-        record_usage(merchant, sub["id"], clock.now(), montages=str(count))
-    # Nothing ran since the start: 1 Feb (Paris) plus a day.
-    clock.set(datetime(2027, 2, 1, 12, tzinfo=UTC))
-    assert jobs.billing_scheduler(clock.now(), inline=True)["due"] == 1
-    invoices = invoices_of(merchant, sub["id"])
-    # The first invoice was issued at the start, in 2026; numbers restart each year.
-    assert [i["number"] for i in invoices] == ["OD2026-000001"] + [f"OD2027-00000{n}" for n in range(1, 4)]
-    assert [i["billing_reason"] for i in invoices] == ["subscription_create"] + ["subscription_cycle"] * 3
-    usage = [[(l["quantity"], l["period_start"]) for l in i["lines"] if l["kind"] == "usage"] for i in invoices]
-    assert usage == [[], [("1", iso(NOV_1))], [("2", iso(DEC_1))], [("3", iso(JAN_1))]]
-    assert all(i["status"] == "paid" for i in invoices)
-    assert len(charges_of(merchant, customer_id)) == 4
-    assert merchant.get(f"/subscriptions/{sub['id']}").json["current_period_start"] == "2027-01-31T23:00:00Z"
-
-
-def test_trial_then_cancel_at_period_end(merchant, clock):
-    customer_id = new_customer(merchant)
-    sub = subscribe(merchant, customer_id, simple_offer(merchant), start_at=iso(NOV_1), trial_days=14)
-    clock.set(NOV_1 + timedelta(days=3))
-    record_usage(merchant, sub["id"], NOV_1 + timedelta(days=2), montages="7")
-    clock.set(NOV_1 + timedelta(days=14, minutes=1))
-    jobs.billing_scheduler(clock.now(), inline=True)
-    [first] = invoices_of(merchant, sub["id"])
-    # No usage charged during the trial; the first paid period's fees.
-    assert [(l["kind"], l["amount"]) for l in first["lines"]] == [("fee", "49.00")]
-    assert merchant.get(f"/subscriptions/{sub['id']}").json["status"] == "active"
-    # Late usage of the trial is still not charged.
-    record_usage(merchant, sub["id"], NOV_1 + timedelta(days=3), montages="9")
-    assert merchant.post(f"/subscriptions/{sub['id']}/cancel", {"at_period_end": True}).status == 200
-    period_end = merchant.get(f"/subscriptions/{sub['id']}").json["current_period_end"]
-    clock.set(clock.now() + timedelta(days=3))
-    record_usage(merchant, sub["id"], clock.now(), montages="2")
-    clock.set(datetime.fromisoformat(period_end.replace("Z", "+00:00")) + timedelta(minutes=1))
-    jobs.billing_scheduler(clock.now(), inline=True)
-    last = invoices_of(merchant, sub["id"])[-1]
-    assert [(l["kind"], l["quantity"], l["amount"]) for l in last["lines"]] == [("usage", "2", "2.40")]
-    canceled = merchant.get(f"/subscriptions/{sub['id']}").json
-    assert canceled["status"] == "canceled" and canceled["next_billing_at"] is None
-
-
-def test_paused_periods_bill_no_fees_and_their_usage_after_the_resume(merchant, clock):
-    customer_id = new_customer(merchant)
-    sub = subscribe(merchant, customer_id, simple_offer(merchant), start_at=iso(NOV_1))
-    bill(merchant, sub["id"])
-    clock.set(datetime(2026, 11, 20, tzinfo=UTC))
-    assert merchant.post(f"/subscriptions/{sub['id']}/pause").status == 200
-    record_usage(merchant, sub["id"], clock.now(), montages="3")
-    clock.set(DEC_1 + timedelta(minutes=1))
-    jobs.billing_scheduler(clock.now(), inline=True)
-    assert len(invoices_of(merchant, sub["id"])) == 1  # nothing billed while paused
-    clock.set(datetime(2026, 12, 10, tzinfo=UTC))
-    record_usage(merchant, sub["id"], clock.now(), montages="4")
-    clock.set(JAN_1 + timedelta(minutes=1))
-    jobs.billing_scheduler(clock.now(), inline=True)
-    assert len(invoices_of(merchant, sub["id"])) == 1
-    clock.set(datetime(2027, 1, 10, tzinfo=UTC))
-    assert merchant.post(f"/subscriptions/{sub['id']}/resume").status == 200
-    jobs.billing_scheduler(clock.now(), inline=True)  # the rest of January's fees, now
-    clock.set(datetime(2027, 1, 31, 23, 1, tzinfo=UTC))
-    jobs.billing_scheduler(clock.now(), inline=True)
-    invoices = invoices_of(merchant, sub["id"])
-    resumed = invoices[-1]
-    usage = [(l["quantity"], l["period_start"]) for l in resumed["lines"] if l["kind"] == "usage"]
-    assert usage == [("3", iso(NOV_1)), ("4", iso(DEC_1)), ("0", iso(JAN_1))]
-    assert [l["component"] for l in resumed["lines"] if l["kind"] == "fee"] == ["base"]
-
-
-# ---------------------------------------------------------------------------
-# Money rules on the invoice
-
-
-def test_a_tax_exempt_customer_gets_a_reverse_charge_and_credit_is_used_first(merchant, clock):
-    customer_id = new_customer(merchant, country="DE", tax_exempt=True)
-    merchant_id = merchant.merchant["id"]
-    from chalicelib.store.base import transaction
-
-    with transaction() as write:  # a credit the customer earned earlier
-        customer_store.credit_balance_update(write, merchant_id, customer_id, "EUR", Decimal(0), Decimal("20.00"))
-    sub = subscribe(merchant, customer_id, simple_offer(merchant), start_at=iso(NOV_1))
-    [invoice] = invoices_of(merchant, sub["id"])
-    assert invoice["tax"] == [{"rate": "0", "amount": "0.00"}] and invoice["reverse_charge"] is True
-    assert (invoice["subtotal"], invoice["total"], invoice["credit_applied"]) == ("49.00", "49.00", "20.00")
-    # What was left after the credit was charged: paid, nothing due.
-    assert (invoice["status"], invoice["amount_paid"], invoice["amount_due"]) == ("paid", "29.00", "0.00")
-    assert customer_store.get_customer(merchant_id, customer_id).credit_balance("EUR") == 0
-    assert [c["amount"] for c in charges_of(merchant, customer_id)] == [2900]
-
-
-def test_a_zero_invoice_is_paid_at_once_without_stripe(merchant, clock):
-    customer_id = new_customer(merchant, card=None)
-    offer_id = simple_offer(merchant, code="free", base="0.00")
-    sub = subscribe(merchant, customer_id, offer_id, start_at=iso(NOV_1))
-    bill(merchant, sub["id"])
-    [invoice] = invoices_of(merchant, sub["id"])
-    assert invoice["status"] == "paid" and invoice["total"] == "0.00" and invoice["payment_attempts"] == []
-    assert invoice["number"] == "OD2026-000001"
-
-
-# ---------------------------------------------------------------------------
-# Numbers
-
-
-def test_numbers_are_gapless_under_concurrent_finalization(merchant, clock, atomic_dynamodb):
-    """Twelve drafts finalized by twelve threads at once (each re-reads the
-    counter after losing a race), and a finalization that fails on its own
-    invoice: the numbers are 1..12, each once, none skipped."""
-    merchant_id = merchant.merchant["id"]
-    drafts = []
-    for n in range(12):
-        record = invoice_store.InvoiceRecord(
-            *invoice_store.InvoiceRecord.key(merchant_id, f"inv_draft{n:02d}"),
-            merchant_id=merchant_id, invoice_id=f"inv_draft{n:02d}", status="draft",
-            billing_reason="manual", customer_id="cus_x", currency="EUR", invoice_date=iso(NOV_1),
-            lines="[]", tax="[]", subtotal="0.00", tax_amount="0.00", total="0.00", credit_applied="0.00",
-            amount_due="0.00", amount_paid="0.00", starting_balance="0.00", ending_balance="0.00",
-            created_at=iso(NOV_1),
-        )
-        assert invoice_store.save_draft(record)
-        drafts.append(record)
-    assert not invoice_store.save_draft(drafts[0])  # its id exists: never a second invoice
-    start = threading.Barrier(len(drafts))
-    errors = []
-
-    def finalize(record):
-        try:
-            start.wait(30)
-            invoice_store.finalize(record, prefix="OD", year=2026, finalized_at=iso(NOV_1), new=False)
-        except Exception as error:  # noqa: BLE001 - reported below
-            errors.append(error)
-
-    threads = [threading.Thread(target=finalize, args=(record,)) for record in drafts]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    assert not errors, errors
-    numbers = sorted(invoice_store.get_invoice(merchant_id, r.invoice_id).number for r in drafts)
-    assert numbers == [f"OD2026-{n:06d}" for n in range(1, 13)]
-    assert invoice_store.last_number(merchant_id, 2026) == 12
-    # Finalizing again is refused and takes no number.
-    from chalicelib.domain.errors import Conflict
-
-    with pytest.raises(Conflict):
-        invoice_store.finalize(drafts[0], prefix="OD", year=2026, finalized_at=iso(NOV_1), new=False)
-    assert invoice_store.last_number(merchant_id, 2026) == 12
-
-
-def test_invoices_of_many_subscriptions_billed_at_once_take_consecutive_numbers(merchant, clock, atomic_dynamodb):
-    offer_id = simple_offer(merchant)
-    subs = [subscribe(merchant, new_customer(merchant, name=f"Labo {n}"), offer_id, start_at=iso(NOV_1))
-            for n in range(6)]
-    errors = []
-    start = threading.Barrier(len(subs))
-
-    def run(sub):
-        try:
-            start.wait(30)
-            bill(merchant, sub["id"])
-        except Exception as error:  # noqa: BLE001 - reported below
-            errors.append(error)
-
-    threads = [threading.Thread(target=run, args=(sub,)) for sub in subs]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-    assert not errors, errors
-    numbers = sorted(i["number"] for i in merchant.get("/invoices?limit=100").json["data"])
-    assert numbers == [f"OD2026-{n:06d}" for n in range(1, 7)]
-
-
-# ---------------------------------------------------------------------------
-# The invoices API
-
-
-@pytest.fixture
-def two_invoices(merchant, clock):
-    customer_id = new_customer(merchant, locale="fr")
-    sub = subscribe(merchant, customer_id, simple_offer(merchant), start_at=iso(NOV_1))
-    bill(merchant, sub["id"])
-    clock.set(DEC_1 + timedelta(minutes=1))
-    bill(merchant, sub["id"])
-    return customer_id, sub["id"], invoices_of(merchant, sub["id"])
-
-
-def test_listing_by_customer_subscription_and_status(merchant, clock, two_invoices):
-    customer_id, sub_id, invoices = two_invoices
-    other_customer = new_customer(merchant, card=None, name="Autre")
-    subscribe(merchant, other_customer, simple_offer(merchant, code="other"), start_at=iso(clock.now()))
-    issuing.bill_subscription(merchant.merchant["id"],
-                              merchant.get(f"/subscriptions?customer_id={other_customer}").json["data"][0]["id"])
-    everything = merchant.get("/invoices").json["data"]
-    assert len(everything) == 3 and everything[0]["customer_id"] == other_customer  # newest first
-    assert [i["id"] for i in merchant.get(f"/invoices?customer_id={customer_id}").json["data"]] == [
-        invoices[1]["id"], invoices[0]["id"]]
-    assert len(merchant.get(f"/invoices?subscription_id={sub_id}&status=paid").json["data"]) == 2
-    assert [i["customer_id"] for i in merchant.get("/invoices?status=open").json["data"]] == [other_customer]
-    assert merchant.get(f"/invoices?customer_id={customer_id}&status=open").json["data"] == []
-    first = merchant.get("/invoices?limit=2").json
-    assert first["has_more"] is True and len(first["data"]) == 2
-    rest = merchant.get(f"/invoices?limit=2&cursor={first['next_cursor']}").json
-    assert rest["has_more"] is False and [i["id"] for i in rest["data"]] == [invoices[0]["id"]]
-    page = merchant.get(f"/invoices?customer_id={customer_id}&limit=1").json
-    assert page["has_more"] is True
-    assert merchant.get(f"/invoices?customer_id={customer_id}&limit=1&cursor={page['next_cursor']}").json[
-        "data"][0]["id"] == invoices[0]["id"]
-    bad = merchant.get("/invoices?status=late")
-    assert bad.status == 400 and bad.json["error"]["param"] == "status"
-    assert merchant.get("/invoices?customer_id=nope").json["error"]["param"] == "customer_id"
-    assert merchant.get("/invoices?cursor=Zm9v").json["error"]["param"] == "cursor"
-    # The customer page shows its latest invoices.
-    page = merchant.get(f"/customers/{customer_id}").json
-    assert [i["id"] for i in page["latest_invoices"]] == [invoices[1]["id"], invoices[0]["id"]]
-
-
-def test_an_invoice_is_the_merchants_only(merchant, new_merchant, clock, two_invoices):
-    _, _, invoices = two_invoices
-    other = new_merchant(name="Autre opticien", invoice_prefix="AO")
-    for path in ("", "/pdf"):
-        assert other.get(f"/invoices/{invoices[0]['id']}{path}", headers={"Accept": "application/pdf"}).status == 404
-    assert other.post(f"/invoices/{invoices[0]['id']}/void").status == 404
-    assert other.get("/invoices").json["data"] == []
-    assert merchant.get("/invoices/inv_nope").status == 404
-
-
-def test_the_pdf_is_a_real_invoice_in_the_customers_language(merchant, clock, two_invoices, client):
-    _, _, invoices = two_invoices
-    response = client.http.get(
-        f"/invoices/{invoices[1]['id']}/pdf",
-        headers={"Authorization": f"Bearer {merchant.key}", "Accept": "application/pdf"},
-    )
-    assert response.status_code == 200, response.body
-    assert response.headers["Content-Type"] == "application/pdf"
-    assert "OD2026-000002.pdf" in response.headers["Content-Disposition"]
-    document = response.body
-    assert document.startswith(b"%PDF-") and document.rstrip().endswith(b"%%EOF")
-    text = pdf_text(document)
-    for expected in ("Facture", "OD2026-000002", "Optique Durand", "Labo Martin", "Total TTC", "TVA 20,0 %",
-                     "58,80", "01/12/2026", "indemnité forfaitaire"):
-        assert expected in text, expected
-    refused = client.http.get(f"/invoices/{invoices[1]['id']}/pdf",
-                              headers={"Authorization": f"Bearer {merchant.key}", "Accept": "application/json"})
-    assert refused.status_code == 400 and json.loads(refused.body)["error"]["param"] == "Accept"
-
-
-def test_the_pdf_of_a_reverse_charge_invoice_says_so_in_english(merchant, clock):
-    customer_id = new_customer(merchant, country="DE", tax_exempt=True, locale="en")
-    sub = subscribe(merchant, customer_id, simple_offer(merchant), start_at=iso(NOV_1))
-    bill(merchant, sub["id"])
-    [invoice] = invoices_of(merchant, sub["id"])
-    document, name = invoices.invoice_pdf(merchant.merchant["id"], invoice["id"])
-    text = pdf_text(document)
-    assert "Invoice" in text and "Reverse charge" in text and "2026-11-01" in text and name.endswith(".pdf")
-
-
-def pdf_text(document: bytes) -> str:
-    """The text drawn on the pages, as a PDF reader extracts it (whitespace collapsed)."""
-    import io
-
-    from pypdf import PdfReader
-
-    pages = PdfReader(io.BytesIO(document)).pages
-    return " ".join(" ".join(page.extract_text() or "" for page in pages).split())
-
-
-def test_pay_now_and_void(merchant, clock):
-    customer_id = new_customer(merchant, card=CARD_DECLINED_ON_CHARGE)
-    sub = subscribe(merchant, customer_id, simple_offer(merchant), start_at=iso(NOV_1))
-    bill(merchant, sub["id"])
-    [invoice] = invoices_of(merchant, sub["id"])
-    declined = merchant.post(f"/invoices/{invoice['id']}/pay")
-    assert declined.status == 402 and declined.json["error"]["code"] == "card_declined"
-    after = merchant.get(f"/invoices/{invoice['id']}").json
-    assert [a["status"] for a in after["payment_attempts"]] == ["failed", "failed"]
-    # The customer enters a working card: the hook pays the invoice.
-    save_card(merchant, customer_id, CARD_OK)
-    assert merchant.get(f"/invoices/{invoice['id']}").json["status"] == "paid"
-    already = merchant.post(f"/invoices/{invoice['id']}/pay")
-    assert already.status == 409 and already.json["error"]["code"] == "invalid_state"
-    refused = merchant.post(f"/invoices/{invoice['id']}/void")
-    assert refused.status == 409 and refused.json["error"]["code"] == "invalid_state"
-
-    # December's invoice fails, is voided: its number stays used, nothing is due.
-    clock.set(DEC_1 + timedelta(minutes=1))
-    collecting.use_gateway(Declining())
-    try:
-        bill(merchant, sub["id"])
-    finally:
-        collecting.use_gateway(None)
-    december = invoices_of(merchant, sub["id"])[-1]
-    assert december["status"] == "open"
-    assert merchant.get(f"/subscriptions/{sub['id']}").json["status"] == "past_due"
-    voided = merchant.post(f"/invoices/{december['id']}/void")
-    assert voided.status == 200 and voided.json["status"] == "void" and voided.json["number"] == "OD2026-000002"
-    assert voided.json["next_payment_attempt"] is None
-    assert merchant.get(f"/subscriptions/{sub['id']}").json["status"] == "active"
-    clock.set(DEC_1 + timedelta(days=10))
-    assert jobs.dunning_scheduler(clock.now(), inline=True)["due"] == 0
-    clock.set(JAN_1 + timedelta(minutes=1))
-    bill(merchant, sub["id"])
-    assert invoices_of(merchant, sub["id"])[-1]["number"] == "OD2027-000001"
-
-
-class Declining:
-    """Stripe declining every charge (a bank's bad day), through the real gateway's error type."""
-
-    def __getattr__(self, name):
-        return getattr(payments, name)
-
-    def charge_invoice(self, **kwargs):
-        raise payments.Declined("insufficient_funds", "declined")
