@@ -13,6 +13,8 @@ AREAS = ("customers", "offers", "reports", "settings", "billing")
 
 TEXTS: dict[str, dict[str, str]] = {
     "fr": {
+        # Between a label and its value: French typography puts a space before the colon.
+        "colon": " : ",
         "console": "Console de facturation",
         "skip": "Aller au contenu",
         "nav_dashboard": "Tableau de bord",
@@ -79,6 +81,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "alert_payment_link": "Lien de paiement",
     },
     "en": {
+        "colon": ": ",
         "console": "Billing console",
         "skip": "Skip to content",
         "nav_dashboard": "Dashboard",
