@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
+from chalicelib.web.render import text
+
 WIDTH, HEIGHT, PAD = 720, 220, 34
 # Room above the tallest bar for the scale's label.
 HEADROOM = 10
@@ -82,6 +84,29 @@ def bar_chart(title: str, labels: list[str], series: list[tuple[str, str, list]]
                               labelled=i % max(label_every, 1) == 0, bars=tuple(bars)))
     return Chart(title=title, kind=kind, currency=currency, first_column=first_column,
                  legend=tuple((name, colour) for name, colour, _ in series), top=top, columns=tuple(columns))
+
+
+def month_charts(lang: str, currency: str, months: list[dict]) -> dict[str, Chart]:
+    """The dashboard's and the reports' charts of one currency, one bar per
+    month of `months` (services/reports.py `history`): MRR, invoiced beside
+    collected, active subscriptions."""
+    labels = [m["month"][5:] + "/" + m["month"][2:4] for m in months]
+
+    def of(name: str) -> list:
+        return [m["currencies"].get(currency, {}).get(name) for m in months]
+
+    def t(key: str) -> str:
+        return text(lang, key)
+
+    return {
+        "mrr": bar_chart(f"{t('mrr')} {currency}", labels, [(t("mrr"), "#1f5fbf", of("mrr"))],
+                         kind="money", currency=currency),
+        "invoiced": bar_chart(f"{t('invoiced_and_collected')} {currency}", labels, [
+            (t("invoiced"), "#7a8fb8", of("invoiced")), (t("collected"), "#157f3c", of("collected"))],
+            kind="money", currency=currency),
+        "active": bar_chart(t("active_subscriptions"), labels,
+                            [(t("active_subscriptions"), "#9a6700", of("active_subscriptions"))]),
+    }
 
 
 def _svg(length: float) -> str:

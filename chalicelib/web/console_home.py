@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from chalice import Blueprint
 
-from chalicelib.web.charts import bar_chart
+from chalicelib.web.charts import month_charts
 from chalicelib.web.pages import Visit, page
-from chalicelib.web.render import render, text
+from chalicelib.web.render import render
 
 blueprint = Blueprint(__name__)
 
@@ -22,23 +22,8 @@ def dashboard(visit: Visit):
     months = reports.history(visit.merchant_id, month, 12)
     currency = _main_currency(months, merchant["default_currency"])
     figures = [m["currencies"].get(currency, {}) for m in months]
-    labels = [m["month"][5:] + "/" + m["month"][2:4] for m in months]
-
-    def t(key: str) -> str:
-        return text(visit.lang, key)
-
-    def of(name: str) -> list:
-        return [f.get(name) for f in figures]
-
-    charts = {
-        "mrr": bar_chart(t("mrr"), labels, [(t("mrr"), "#1f5fbf", of("mrr"))], kind="money", currency=currency),
-        "invoiced": bar_chart(t("invoiced_and_collected"), labels, [
-            (t("invoiced"), "#7a8fb8", of("invoiced")), (t("collected"), "#157f3c", of("collected"))],
-            kind="money", currency=currency),
-        "active": bar_chart(t("active_subscriptions"), labels,
-                            [(t("active_subscriptions"), "#9a6700", of("active_subscriptions"))]),
-    }
-    return render(visit, "dashboard.html", merchant=merchant, currency=currency, now=figures[-1], charts=charts,
+    return render(visit, "dashboard.html", merchant=merchant, currency=currency, now=figures[-1],
+                  charts=month_charts(visit.lang, currency, months),
                   alerts=alerts.recent_alerts(visit.merchant_id, limit=10))
 
 

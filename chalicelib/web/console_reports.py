@@ -13,7 +13,7 @@ from __future__ import annotations
 from chalice import Blueprint, Response
 
 from chalicelib.domain.errors import InvalidRequest
-from chalicelib.web.charts import bar_chart
+from chalicelib.web.charts import month_charts
 from chalicelib.web.pages import Visit, page
 from chalicelib.web.render import render, text
 
@@ -44,11 +44,10 @@ def report_page(visit: Visit):
         months = reports.history(visit.merchant_id, month, HISTORY_MONTHS)
     seen = {currency for m in months for currency in m["currencies"]}
     currencies = sorted(seen, key=lambda c: (c != merchant["default_currency"], c))[:CURRENCIES_CHARTED]
-    labels = [m["month"][5:] + "/" + m["month"][2:4] for m in months]
-    charts = {currency: _charts(visit.lang, currency, labels, months) for currency in currencies}
+    charts = {currency: month_charts(visit.lang, currency, months) for currency in currencies}
     return render(
         visit, "reports.html", status=400 if errors else 200, month=month, errors=errors,
-        report=months[-1]["currencies"], currencies=currencies, labels=labels, charts=charts,
+        report=months[-1]["currencies"], currencies=currencies, charts=charts,
         export_from=months[0]["month"], export_to=month, max_months=MAX_EXPORT_MONTHS,
     )
 
@@ -66,21 +65,3 @@ def invoice_export_csv(visit: Visit):
     if compress:
         headers["Content-Encoding"] = "gzip"
     return Response(body=body, status_code=200, headers=headers)
-
-
-def _charts(lang: str, currency: str, labels: list[str], months: list[dict]) -> dict:
-    def t(key: str) -> str:
-        return text(lang, key)
-
-    def of(name: str) -> list:
-        return [m["currencies"].get(currency, {}).get(name) for m in months]
-
-    return {
-        "invoiced": bar_chart(f"{t('invoiced_and_collected')} {currency}", labels, [
-            (t("invoiced"), "#7a8fb8", of("invoiced")), (t("collected"), "#157f3c", of("collected"))],
-            kind="money", currency=currency),
-        "mrr": bar_chart(f"{t('mrr')} {currency}", labels, [(t("mrr"), "#1f5fbf", of("mrr"))],
-                         kind="money", currency=currency),
-        "active": bar_chart(t("active_subscriptions"), labels,
-                            [(t("active_subscriptions"), "#9a6700", of("active_subscriptions"))]),
-    }

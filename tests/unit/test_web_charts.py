@@ -72,3 +72,18 @@ def test_quantities_are_printed_without_trailing_zeros_in_the_pages_language():
     assert number("12.000000", "fr") == "12" and number(Decimal("1200"), "en") == "1200"
     assert number("2.50", "fr") == "2,5" and number("0.0042", "en") == "0.0042"
     assert number(None, "fr") == "–" and number("n/a", "fr") == "n/a"
+
+
+def test_the_monthly_charts_of_a_currency_read_its_figures_month_by_month():
+    from chalicelib.web.charts import month_charts
+
+    months = [{"month": "2026-10", "currencies": {"EUR": {"mrr": "49.00", "invoiced": "58.80", "collected": "0",
+                                                          "active_subscriptions": 1}}},
+              {"month": "2026-11", "currencies": {"USD": {"mrr": "10.00"}}}]
+    charts = month_charts("en", "EUR", months)
+    assert [c.label for c in charts["mrr"].columns] == ["10/26", "11/26"]
+    assert [c.bars[0].value for c in charts["mrr"].columns] == [Decimal("49.00"), 0]
+    assert [[b.value for b in c.bars] for c in charts["invoiced"].columns] == [
+        [Decimal("58.80"), 0], [0, 0]]
+    assert charts["mrr"].kind == "money" and charts["active"].kind == "number"
+    assert charts["active"].top == 1
