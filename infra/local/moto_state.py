@@ -7,8 +7,11 @@ into a fresh server, which is not the same state: the queues' receipt
 handles, visibility times and message ids come out new, and requests that
 raced are replayed in one order. Here the backends themselves are kept:
 
-- on SIGTERM the server stops accepting requests, lets those in flight end,
-  and pickles every loaded backend, and moto's record of the model instances
+- on SIGTERM the server stops accepting requests (one arriving on a kept-alive
+  connection is answered 503, which AWS's SDKs retry), waits until every
+  request in flight has ended (counted, `_Gate`: a request answered after
+  the snapshot would be acknowledged and lost), and pickles every loaded
+  backend, and moto's record of the model instances
   (what `/moto-api/data.json` serves: the e-mails SES accepted), to the state
   file in one piece (written to a temporary file, then renamed);
 - at start, a state file that exists is loaded back into the backends before
@@ -127,6 +130,47 @@ def load(path: str) -> int:
     return len(state["backends"])
 
 
+class _Gate:
+    """A WSGI wrapper that counts the requests in flight and, once closed,
+    refuses new ones with a 503 (`Connection: close`): the SDK tries again,
+    and finds the server restarted."""
+
+    def __init__(self, app):
+        self.app = app
+        self._active = 0
+        self._closed = False
+        self._idle = threading.Condition()
+
+    def __call__(self, environ, start_response):
+        with self._idle:
+            refused = self._closed
+            if not refused:
+                self._active += 1
+        if refused:
+            start_response("503 Service Unavailable", [("Content-Type", "text/plain"), ("Connection", "close"),
+                                                      ("Content-Length", "19")])
+            return [b"moto is restarting\n"]
+        try:
+            # The state changes while the app runs; its answer is made of it.
+            answer = self.app(environ, start_response)
+            try:
+                return list(answer)
+            finally:
+                if hasattr(answer, "close"):
+                    answer.close()
+        finally:
+            with self._idle:
+                self._active -= 1
+                self._idle.notify_all()
+
+    def close(self, timeout: float) -> bool:
+        """Refuse new requests and wait until none is in flight (a long poll
+        ends within its wait time); False if some still were after `timeout`."""
+        with self._idle:
+            self._closed = True
+            return self._idle.wait_for(lambda: self._active == 0, timeout)
+
+
 def serve(host: str, port: int, state_file: str) -> None:
     """moto's server (as `moto.server.main` runs it), loading `state_file` at
     start when it exists and saving it on SIGTERM or SIGINT."""
@@ -141,7 +185,8 @@ def serve(host: str, port: int, state_file: str) -> None:
         print(f"moto: {count} backends loaded from {state_file} in {time.monotonic() - started:.2f} s", flush=True)
     app = DomainDispatcherApplication(create_backend_app)
     app.debug = True
-    server = make_server(host, port, app, threaded=True, request_handler=MotoRequestHandler)
+    gate = _Gate(app)
+    server = make_server(host, port, gate, threaded=True, request_handler=MotoRequestHandler)
     stopping = threading.Event()
 
     def stop(signum, frame):
@@ -152,9 +197,10 @@ def serve(host: str, port: int, state_file: str) -> None:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     server.serve_forever()
-    # No new request is accepted; those in flight (a long poll lasts up to
-    # its wait time) end before the state is taken.
-    time.sleep(1.5)
+    # No new request is accepted; those in flight (an SQS long poll lasts up
+    # to its 20 s wait time) end before the state is taken.
+    if not gate.close(timeout=30):
+        print("moto: requests still in flight after 30 s; saving the state anyway", flush=True)
     for attempt in range(5):
         try:
             started = time.monotonic()
