@@ -53,6 +53,12 @@ class EveryMethodGateway(LocalGateway):
 
 
 class EveryMethodHandler(ChaliceRequestHandler):
+    # http.server sends an answer's headers and its body in two writes; on a
+    # kept-alive connection Nagle's algorithm holds the body back until the
+    # client acknowledges the headers, which it delays (40 ms on Linux):
+    # every request of a session took 43 ms instead of 2.
+    disable_nagle_algorithm = True
+
     def __init__(self, request, client_address, server, app_object, config):
         self.local_gateway = EveryMethodGateway(app_object, config)
         # BaseHTTPRequestHandler handles the request inside its constructor.
