@@ -36,6 +36,7 @@ NOTICES = {
     "customers_created_subscribed": "ok",
     "customers_subscription_failed": "error",
     "customers_saved": "ok",
+    "customers_subscribed": "ok",
 }
 # Audited fields shown in a timeline entry, at most.
 CHANGES_SHOWN = 6

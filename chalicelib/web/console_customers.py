@@ -1,7 +1,9 @@
 """The console's customers: the list (search by name, e-mail or external
 id, filter by subscription status, pages by cursor), a walk-in customer at
 the counter (with, in the same form, a subscription), and the edit form.
-The customer's own page is console_customer_page.py.
+A customer who exists takes a new subscription on a form of its own (a
+second machine, a contract renewed). The customer's own page is
+console_customer_page.py.
 
 Forms are checked with the API's request models (api/customers.py,
 api/subscriptions.py), field by field, so an error shows beside the input
@@ -217,6 +219,76 @@ def _walk_in_form(visit: Visit, *, values: dict, errors: dict | None = None, sta
     return render(visit, "customer_new.html", status=status, values=values, errors=errors or {},
                   offers=[o for o in catalog if o["status"] == "active"], locales=LOCALES,
                   # A new token for every rendering: a corrected form is a new request.
+                  form_token=secrets.token_urlsafe(18))
+
+
+# ---------------------------------------------------------------------------
+# A new subscription for a customer who exists (a second machine, a renewal)
+
+
+@page(blueprint, "/console/customers/{customer_id}/subscriptions/new")
+def new_subscription_form(visit: Visit, customer_id: str):
+    from chalicelib.services import customers
+
+    visit.session.require("serve")
+    customer = customers.get_customer(visit.merchant_id, customer_id)
+    return _subscription_form(visit, customer, values={"start_at": _today(visit)})
+
+
+@page(blueprint, "/console/customers/{customer_id}/subscriptions", methods=("POST",), action="serve")
+def subscribe_customer(visit: Visit, customer_id: str):
+    """The form's post, once per form token (as the walk-in form's): a
+    double click makes one subscription."""
+    from chalicelib.api.http import once_per_key
+    from chalicelib.services import customers
+
+    customer = customers.get_customer(visit.merchant_id, customer_id)
+    token = visit.form("form_token")
+    if not FORM_TOKEN_CHARS[0] <= len(token) <= FORM_TOKEN_CHARS[1]:
+        raise InvalidRequest("this form has expired; open it again", param="form_token")
+    try:
+        return once_per_key(visit, f"console-form:{token}", lambda: _subscribe(visit, customer),
+                            wait_seconds=DOUBLE_POST_WAIT_SECONDS)
+    except Conflict as error:
+        if error.code != "idempotency_mismatch":
+            raise
+        return _subscription_form(visit, customer, values=_subscription_values(visit), status=409,
+                                  errors={"form_token": text(visit.lang, "customers_subscribe_form_used")})
+
+
+def _subscription_values(visit: Visit) -> dict:
+    offer_id = visit.form("offer_id")
+    chosen = [v.partition(":")[2] for v in visit.form_list("options") if v.partition(":")[0] == offer_id]
+    return {"offer_id": offer_id, "options": chosen, "start_at": visit.form("start_at")}
+
+
+def _subscribe(visit: Visit, customer: dict):
+    from chalicelib.services import subscriptions
+
+    values = _subscription_values(visit)
+    if not values["offer_id"]:
+        errors = {"offer_id": text(visit.lang, "customers_invalid_offer_id")}
+        return _subscription_form(visit, customer, values=values, errors=errors, status=400)
+    body, errors = _subscription_body(visit, values["offer_id"], values["options"], values["start_at"])
+    if errors:
+        return _subscription_form(visit, customer, values=values, errors=errors, status=400)
+    try:
+        subscriptions.create_subscription(visit.merchant_id, {**body, "customer_id": customer["id"]},
+                                          visit.session.actor)
+    except BillingError as error:
+        param = (error.param or "").split("[")[0] or "form"
+        return _subscription_form(visit, customer, values=values, status=error.status,
+                                  errors={param: explained(visit, param, error.message)})
+    return redirect(f"/console/customers/{customer['id']}?done=customers_subscribed")
+
+
+def _subscription_form(visit: Visit, customer: dict, *, values: dict, errors: dict | None = None,
+                       status: int = 200):
+    from chalicelib.services import offers
+
+    catalog, _ = offers.list_offers(visit.merchant_id, limit=100)
+    return render(visit, "subscription_new.html", status=status, customer=customer, values=values,
+                  errors=errors or {}, offers=[o for o in catalog if o["status"] == "active"],
                   form_token=secrets.token_urlsafe(18))
 
 

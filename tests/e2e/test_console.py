@@ -141,6 +141,33 @@ def test_a_walk_in_customer_subscribes_at_the_counter(owner, shop):
     owner.shot("customers-search")
 
 
+def test_a_known_customer_takes_a_second_subscription(owner, shop, chromium, stage):
+    an_offer(shop)
+    customer_id = subscribe_walk_in(owner)
+    owner.page.get_by_role("link", name="Nouvel abonnement").click()
+    owner.page.wait_for_url(f"**/console/customers/{customer_id}/subscriptions/new")
+    owner.page.select_option('select[name="offer_id"]', label=f"{OFFER['name']} ({OFFER['code']})")
+    owner.shot("second-subscription")
+    with owner.page.expect_navigation():
+        owner.page.get_by_role("button", name="Abonner le client").click()
+    assert owner.path == f"/console/customers/{customer_id}?done=customers_subscribed", owner.path
+    assert "L’abonnement est créé." in owner.page.inner_text("main")
+    rows = owner.page.locator("section[aria-labelledby=h-subscriptions] tbody tr")
+    assert rows.count() == 2
+    owner.shot("customer-two-subscriptions")
+    options = sorted(tuple(s["options"]) for s in shop.get(f"/customers/{customer_id}").json()["subscriptions"])
+    assert options == [(), ("express",)]
+    # The same form in English, as an English-speaking assistant reads it.
+    english = Staff(chromium, stage.url, lang="en")
+    english.sign_in(*shop.owner)
+    english.goto(f"/console/customers/{customer_id}")
+    english.page.get_by_role("link", name="New subscription").click()
+    assert "Subscribe Jeanne Martin" in english.page.inner_text("main")
+    english.shot("second-subscription-en")
+    assert english.errors == []
+    english.close()
+
+
 def test_an_offer_is_created_after_a_field_error_is_fixed(owner, shop):
     page = owner.page
     owner.goto("/console/offers/new")

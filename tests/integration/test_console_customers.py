@@ -1,7 +1,8 @@
 """The console's customers (moto, chalice's test client): the list and its
 pages, the search by name prefix (accents and case aside), e-mail and
 external id, the subscription status filter, a walk-in customer with its
-subscription (a field error, then fixed; a double post makes one), the
+subscription (a field error, then fixed; a double post makes one), a
+second subscription for a customer who exists, the
 customer's page with everything it has and its bounded DynamoDB requests,
 tenancy and roles."""
 from __future__ import annotations
@@ -263,6 +264,58 @@ def test_two_posts_of_the_form_at_once_make_one_customer(browser, shop):
     assert len(shop.get("/customers?email=jean@dupont.fr").json["data"]) == 1
 
 
+def subscription_fields(page_browser, page, **fields) -> dict:
+    return {"csrf_token": page_browser.hidden(page, "csrf_token"), "form_token": page_browser.hidden(page, "form_token"),
+            **fields}
+
+
+def test_a_customer_takes_a_second_subscription_from_their_page(browser, shop):
+    offer_id, archived = offer(shop), offer(shop, {**OFFER, "code": "old"})
+    assert shop.post(f"/offers/{archived}/archive").status == 200
+    customer_id = customer(shop, "Jean Dupont")
+    first = subscribe(shop, customer_id, offer_id)
+    page = browser.get(f"/console/customers/{customer_id}")
+    assert f'href="/console/customers/{customer_id}/subscriptions/new"' in browser.text(page)
+    form = browser.get(f"/console/customers/{customer_id}/subscriptions/new")
+    assert form.status_code == 200 and "Abonner Jean Dupont" in browser.text(form)
+    assert f'value="{offer_id}:express"' in browser.text(form) and archived not in browser.text(form)
+    url = f"/console/customers/{customer_id}/subscriptions"
+    for extra, param in [({"offer_id": ""}, "offer_id"), ({"offer_id": archived}, "offer_id"),
+                         ({"offer_id": offer_id, "start_at": "2026-11-01"}, "start_at"),
+                         ({"offer_id": offer_id, "start_at": "02/12/2026"}, "start_at")]:
+        wrong = browser.post(url, subscription_fields(browser, form, **extra))
+        assert wrong.status_code == 400, (extra, browser.text(wrong))
+        assert param in invalid_inputs(browser, wrong), (extra, browser.text(wrong))
+        form = wrong  # its new one-time token
+    fields = subscription_fields(browser, form, offer_id=offer_id, options=[f"{offer_id}:express"],
+                                 start_at="2026-11-10")
+    done = browser.post(url, fields)
+    assert done.status_code == 303, browser.text(done)
+    assert done.headers["Location"] == f"/console/customers/{customer_id}?done=customers_subscribed"
+    assert "L’abonnement est créé." in browser.text(browser.get(done.headers["Location"]))
+    # The same form again (a double click): the first answer, one subscription.
+    again = browser.post(url, fields)
+    assert again.status_code == 303 and again.headers["Location"] == done.headers["Location"]
+    subscriptions = shop.get(f"/subscriptions?customer_id={customer_id}").json["data"]
+    [second] = [s for s in subscriptions if s["id"] != first["id"]]
+    assert len(subscriptions) == 2 and second["options"] == ["express"]
+    assert second["start_at"] == "2026-11-09T23:00:00Z"  # midnight in Paris
+    # The same form with other values: refused, nothing more made.
+    other = browser.post(url, {**fields, "options": []})
+    assert other.status_code == 409 and "Ce formulaire a déjà été envoyé" in browser.text(other)
+    assert len(shop.get(f"/subscriptions?customer_id={customer_id}").json["data"]) == 2
+
+
+def test_another_merchants_customer_takes_no_subscription_here(browser, shop, new_merchant):
+    other = new_merchant(name="Optique Martin", owner_email="owner@martin.fr", owner_password="Martin-pass-2026")
+    theirs, offer_id = customer(other, "Client de Martin"), offer(shop)
+    assert browser.get(f"/console/customers/{theirs}/subscriptions/new").status_code == 404
+    answer = browser.post(f"/console/customers/{theirs}/subscriptions",
+                          {"csrf_token": browser.csrf(), "form_token": "x" * 24, "offer_id": offer_id})
+    assert answer.status_code == 404 and "Page introuvable" in browser.text(answer)
+    assert other.get(f"/subscriptions?customer_id={theirs}").json["data"] == []
+
+
 def test_a_viewer_cannot_create_or_edit(client, browser, shop):
     customer_id = customer(shop, "Jean Dupont")
     assert shop.post("/merchant/users", {"email": "stagiaire@optique-durand.fr", "role": "viewer",
@@ -276,11 +329,15 @@ def test_a_viewer_cannot_create_or_edit(client, browser, shop):
                                                     "name": "Intrus", "email": "i@x.fr", "country": "FR"})
     assert answer.status_code == 403 and "Votre rôle ne permet pas cette action" in viewer.text(answer)
     assert viewer.get(f"/console/customers/{customer_id}/edit").status_code == 403
+    assert viewer.get(f"/console/customers/{customer_id}/subscriptions/new").status_code == 403
+    assert viewer.post(f"/console/customers/{customer_id}/subscriptions",
+                       {"csrf_token": viewer.csrf(), "form_token": "x" * 24, "offer_id": "off_x"}).status_code == 403
     assert viewer.post(f"/console/customers/{customer_id}/edit",
                        {"csrf_token": viewer.csrf(), "name": "Renamed"}).status_code == 403
     assert shop.get("/customers?email=i@x.fr").json["data"] == []
     page = viewer.get(f"/console/customers/{customer_id}")
     assert page.status_code == 200 and f"/console/customers/{customer_id}/edit" not in viewer.text(page)
+    assert "/subscriptions/new" not in viewer.text(page)
 
 
 def test_editing_a_customer_follows_the_patch_rules(browser, shop):
