@@ -90,7 +90,12 @@ def _page(visit: Visit, subscription_id: str, *, form: str | None = None, errors
     here = f"/console/subscriptions/{subscription_id}"
     change_offers = _change_offers(merchant_id, subscription, offer) if may_serve and live else []
     # The history names offers by their names where the page knows them.
-    offer_names = {o["id"]: o["name"] for o in (offer, pending_offer, *change_offers) if o}
+    known = [o for o in (offer, pending_offer, *change_offers) if o]
+    offer_names = {o["id"]: o["name"] for o in known}
+    # Options by their names too; an option code the subscription's own
+    # offer has is named as that offer names it.
+    offer_names.update({("option", option["code"]): option.get("name") or option["code"]
+                        for o in reversed(known) for option in o.get("options", [])})
     return render(
         visit, "subscription.html", status=status, subscription=subscription, customer=customer, offer=offer,
         tz=subscription["timezone"] or "UTC", notice=notice, problem=problem, form=form, errors=errors or {},
@@ -354,7 +359,7 @@ def _change_offers(merchant_id: str, subscription: dict, current: dict | None) -
     return ([current] if current else []) + others
 
 
-def _entry(visit: Visit, entry: dict, actor_label, tz: str, offer_names: dict[str, str]) -> dict:
+def _entry(visit: Visit, entry: dict, actor_label, tz: str, offer_names: dict) -> dict:
     """A history entry as a person reads it: who, what, why, which fields from what to what."""
     before, after = entry.get("before") or {}, entry.get("after") or {}
     changed = [name for name in HISTORY_FIELDS if name in after or name in before] if entry["before"] is not None else []
@@ -376,7 +381,7 @@ def _cancel_comment_text(visit: Visit, comment: str | None) -> str | None:
     return f"{label} ({rest})" if rest else label
 
 
-def _shown(visit: Visit, name: str, value, tz: str, offer_names: dict[str, str]) -> str:
+def _shown(visit: Visit, name: str, value, tz: str, offer_names: dict) -> str:
     from chalicelib.web.render import day
 
     if value is None:
@@ -391,10 +396,16 @@ def _shown(visit: Visit, name: str, value, tz: str, offer_names: dict[str, str])
         return _compact(_cancel_comment_text(visit, value))
     if name == "offer_id":
         return _compact(offer_names.get(value, value))
+    if name == "options" and isinstance(value, list):
+        return _compact(_option_names(value, offer_names) or "–")
     if name == "pending_change" and isinstance(value, dict):
         offer_shown = offer_names.get(value.get("offer_id"), value.get("offer_id") or "")
-        return _compact(" · ".join([offer_shown, ", ".join(value.get("options") or [])]).strip(" ·"))
+        return _compact(" · ".join([offer_shown, _option_names(value.get("options") or [], offer_names)]).strip(" ·"))
     return _compact(value)
+
+
+def _option_names(codes: list, names: dict) -> str:
+    return ", ".join(names.get(("option", code), str(code)) for code in codes)
 
 
 def _compact(value) -> str:

@@ -168,6 +168,7 @@ def test_an_option_granted_free_is_billed_at_zero_on_the_next_invoice(browser, s
     shown = text_of(browser, browser.get(path))
     assert "simple – Option 4h on-site" in shown and "4h on-site offerte" in shown
     assert "Motif : Technicien venu en retard" in shown
+    assert "Options : – → 4h on-site" in shown  # the history names the option, not its code
     # Free already: nothing more to grant.
     assert "Toutes les options de l’offre sont déjà offertes." in shown
 
