@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 from collections import Counter
@@ -48,9 +47,9 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 import pytest
-import requests
 
 from tests.e2e.conftest import ROOT
+from tests.load.population import console_sign_in
 from tests.unit.test_catalog import API_EXAMPLE
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "10"))
@@ -79,23 +78,10 @@ def fuzzed(stage, operator):
         # Not the key's prefix: once the fuzzer has made a second key, it
         # would revoke the one it speaks with.
     }
-    return api, real, sign_in(stage.url, *OWNER)
+    return api, real, console_sign_in(stage.url, *OWNER)
 
 
 OWNER = ("owner@fuzz.example", "Fuzz-owner-2026!")
-
-
-def sign_in(base: str, email: str, password: str) -> tuple[str, str]:
-    """A console session as a browser opens one: (its cookie, its CSRF token)."""
-    browser = requests.Session()
-    page = browser.get(f"{base}/console/login", timeout=30)
-    token = re.search(r'name="login_token" value="([^"]+)"', page.text).group(1)
-    done = browser.post(f"{base}/console/login", data={"email": email, "password": password, "login_token": token},
-                        allow_redirects=False, timeout=30)
-    assert done.status_code == 303, done.text
-    session = browser.cookies["console_session"]
-    csrf = re.search(r'name="csrf_token" value="([^"]+)"', browser.get(f"{base}/console", timeout=30).text).group(1)
-    return session, csrf
 
 
 # Every phase takes about three minutes on two busy cores: more than the

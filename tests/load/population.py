@@ -130,6 +130,19 @@ class Api:
             cursor = page["next_cursor"]
 
 
+def console_sign_in(base: str, email: str, password: str) -> tuple[str, str]:
+    """A console session as a browser opens one: (its cookie, its CSRF token)."""
+    browser = requests.Session()
+    page = browser.get(f"{base}/console/login", timeout=30)
+    token = re.search(r'name="login_token" value="([^"]+)"', page.text).group(1)
+    done = browser.post(f"{base}/console/login", data={"email": email, "password": password, "login_token": token},
+                        allow_redirects=False, timeout=30)
+    assert done.status_code == 303, done.text
+    session = browser.cookies["console_session"]
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', browser.get(f"{base}/console", timeout=30).text).group(1)
+    return session, csrf
+
+
 def instant(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
