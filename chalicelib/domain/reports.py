@@ -375,8 +375,10 @@ def line_taxes(amounts: list[Decimal], rate: Decimal | None, invoice_tax: Decima
     put on the largest line, so the lines add up to the invoice's VAT."""
     if not amounts:
         return []
-    if rate is None or not invoice_tax:
+    if rate is None:
         return [round_money(ZERO, currency) for _ in amounts]
+    # No shortcut when the invoice's VAT is 0: lines of opposite signs (a
+    # credit beside a fee) each carry their VAT, which add up to 0.
     taxes = [round_money(amount * rate / 100, currency) for amount in amounts]
     difference = invoice_tax - sum(taxes, ZERO)
     if difference:

@@ -105,6 +105,13 @@ def test_the_lines_vat_adds_up_to_the_invoice_vat(amounts, rate):
     assert all(abs(t - a * D(rate) / 100) <= D("0.01") * len(amounts) for t, a in zip(taxes, amounts))
 
 
+def test_lines_of_opposite_signs_carry_their_vat_when_the_invoice_has_none():
+    # 0.09 x 5.5% rounds to 0.00 for the invoice; each line keeps its own.
+    assert reports.line_taxes([D("-0.28"), D("0.37")], D("5.5"), D("0.00"), "EUR") == [D("-0.02"), D("0.02")]
+    assert reports.line_taxes([D("-10.00"), D("10.00")], D("20.0"), D("0.00"), "EUR") == [D("-2.00"), D("2.00")]
+    assert reports.line_taxes([D("10.00")], D("0"), D("0.00"), "EUR") == [D("0.00")]
+
+
 @pytest.mark.parametrize("text", [None, "", "2026-13", "2026-1", "26-10", "2026-10-01"])
 def test_a_bad_month_names_its_field(text):
     with pytest.raises(InvalidRequest) as refused:
