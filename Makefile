@@ -86,10 +86,12 @@ package: install
 	$(PY) -m infra.aws.package --stage $(STAGE)
 
 # `make deploy STAGE=prod DEPLOY_BUCKET=my-artifacts DEPLOY_ARGS='--parameter AlertSender=...'`:
-# a CloudFormation change set of the packaged stage, executed (docs/deploy.md).
+# a CloudFormation change set of the packaged stage, checked, executed
+# (docs/deploy.md). DEPLOY_ARGS is every option of `python -m infra.aws.deploy`
+# (--parameter, --allow-replacement, --no-execute, ...); it may span lines.
 deploy: package
 	@test -n "$(DEPLOY_BUCKET)" || { echo "usage: make deploy STAGE=prod DEPLOY_BUCKET=<s3 bucket> [DEPLOY_ARGS='--parameter Name=value ...']" >&2; exit 2; }
-	$(PY) -m infra.aws.deploy --stage $(STAGE) --bucket $(DEPLOY_BUCKET) $(DEPLOY_ARGS)
+	$(PY) -m infra.aws.deploy --stage $(STAGE) --bucket $(DEPLOY_BUCKET) $(strip $(DEPLOY_ARGS))
 
 # The OpenAPI document, generated from the routes and their models; a test
 # fails when the checked-in copy is stale.

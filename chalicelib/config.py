@@ -2,8 +2,19 @@
 
 In AWS the secrets (operator key, Stripe keys) are not in the environment:
 the environment names their SSM parameters and `secret()` reads them through
-Powertools parameters, cached for a few minutes. The local stage puts the
-secrets themselves in the environment.
+Powertools parameters, cached for a few minutes. The local stage (and the
+tests' stage) puts the secrets themselves in the environment. A deployed
+stage never reads a secret from the environment, and a function of a
+deployed stage refuses to start with one there (`ConfigurationError`): a
+plaintext key in a function's configuration is readable by anyone who may
+read the function, and would look like it overrides the parameter the
+operator rotates. (Outside Lambda, e.g. `chalice package` importing the app
+for a stage from a shell that holds the local stage's secrets, they are
+only ignored.)
+
+Each function that calls Stripe reads its own restricted key: its
+`STRIPE_SECRET_KEY_PARAMETER` names `/billing/<stage>/stripe-key/<function>`
+(.chalice/config.json, per function); the local stage has one key for all.
 """
 from __future__ import annotations
 
@@ -49,9 +60,15 @@ class Settings:
         return self.stage not in ("local", "test")
 
 
+class ConfigurationError(RuntimeError):
+    """The environment cannot run this stage: the message says what to change."""
+
+
 @lru_cache(maxsize=1)
 def settings() -> Settings:
     env = os.environ
+    if env.get("AWS_LAMBDA_FUNCTION_NAME"):  # at a function's start
+        refuse_plaintext_secrets(env.get("STAGE", "dev"), env)
     return Settings(
         stage=env.get("STAGE", "dev"),
         version=env.get("APP_VERSION", "0.1.0"),
@@ -110,17 +127,41 @@ _SECRET_NAMES = {
 }
 
 
+# The stages whose secrets may be plaintext in the environment: this
+# machine's (`make run`) and the tests'. Every other stage is deployed.
+PLAINTEXT_SECRET_STAGES = ("local", "test")
+
+
+def refuse_plaintext_secrets(stage: str, env) -> None:
+    """ConfigurationError when a deployed stage's environment holds a secret
+    itself (`STRIPE_SECRET_KEY=...`) rather than the name of its SSM
+    parameter (`STRIPE_SECRET_KEY_PARAMETER=...`)."""
+    if stage in PLAINTEXT_SECRET_STAGES:
+        return
+    found = sorted(env_name for env_name in _SECRET_NAMES.values() if env.get(env_name))
+    if found:
+        raise ConfigurationError(
+            f"{', '.join(found)} set in the environment of the {stage!r} stage: a deployed stage reads its "
+            f"secrets from SSM only ({found[0]}_PARAMETER names the parameter, docs/deploy.md); remove the "
+            "plaintext value from the function's configuration")
+
+
 def secret(name: str) -> str:
-    """A secret by its setting name: from the environment when set there
-    (local stage, tests), else from the SSM parameter named by
-    `<ENV_NAME>_PARAMETER`, decrypted and cached by Powertools (5 minutes)."""
+    """A secret by its setting name: from the environment on the local stage
+    and in the tests, else from the SSM parameter named by
+    `<ENV_NAME>_PARAMETER`, decrypted and cached by Powertools (5 minutes).
+    A deployed stage never reads a secret from the environment."""
     env_name = _SECRET_NAMES[name]
-    value = os.environ.get(env_name)
-    if value:
-        return value
+    stage = os.environ.get("STAGE", "dev")
+    if stage in PLAINTEXT_SECRET_STAGES:
+        value = os.environ.get(env_name)
+        if value:
+            return value
     parameter = os.environ.get(f"{env_name}_PARAMETER")
     if not parameter:
-        raise RuntimeError(f"{env_name} or {env_name}_PARAMETER must be set")
+        raise ConfigurationError(
+            f"{env_name}_PARAMETER is not set for this function on the {stage!r} stage (.chalice/config.json)"
+            if stage not in PLAINTEXT_SECRET_STAGES else f"{env_name} or {env_name}_PARAMETER must be set")
     from aws_lambda_powertools.utilities import parameters
 
     return parameters.get_parameter(parameter, decrypt=True, max_age=300)

@@ -168,6 +168,18 @@ def bearer_key(request) -> str | None:
     return key.strip()
 
 
+# The deployed operator API takes AWS signatures (docs/deploy.md), which
+# fill the Authorization header: the operator key then travels here.
+OPERATOR_KEY_HEADER = "x-operator-key"
+
+
+def operator_key(request) -> str | None:
+    """The operator key: `X-Operator-Key` (beside an AWS signature), else
+    the Bearer key of the Authorization header."""
+    key = ((request.headers or {}).get(OPERATOR_KEY_HEADER) or "").strip()
+    return key or bearer_key(request)
+
+
 @dataclass(frozen=True)
 class Route:
     """One method of one path, as `endpoint()` registered it: the route table
@@ -273,7 +285,7 @@ def _authenticate(call: Call, auth: str) -> str | None:
         logger.append_keys(merchant_id=call.merchant_id, actor=actor)
         return actor
     if auth == "operator":
-        merchants.authenticate_operator(bearer_key(call.request))
+        merchants.authenticate_operator(operator_key(call.request))
         return actor_names.OPERATOR
     return None
 

@@ -35,21 +35,24 @@ response), not with that 403 either.
 What a function may do beyond that is written in its own policy file,
 `.chalice/policies/<function>.json`, named by `iam_policy_file` in
 .chalice/config.json.
+
+Then infra/aws/hardening.py: the API's stage throttling and access logs,
+the operator routes on an API of their own that takes AWS signatures only,
+and every function deployed through its alias `live` by CodeDeploy, rolled
+back by its alarms.
 """
 from __future__ import annotations
 
 import copy
 import re
-from dataclasses import dataclass
 
-FUNCTION = "AWS::Serverless::Function"
-QUEUE = "AWS::SQS::Queue"
-ALARM_TOPIC = "AlarmTopic"
+from infra.aws import operations
+# FUNCTION, TemplateError, functions and getatt_target are imported from here by the rest.
+from infra.aws.cfn import (ALARM_TOPIC, DEFAULT_FUNCTION_TIMEOUT, DEFAULT_VISIBILITY_TIMEOUT, FUNCTION, QUEUE,
+                           Function, TemplateError, functions, getatt_target)
+from infra.aws.hardening import HardeningError, harden
+
 LOG_RETENTION = "LogRetentionDays"
-# SQS's default when a queue does not set one.
-DEFAULT_VISIBILITY_TIMEOUT = 30
-# Lambda's default when a function does not set one.
-DEFAULT_FUNCTION_TIMEOUT = 3
 
 # SQS consumers whose concurrency is capped by a parameter of resources.yaml.
 # The billing worker charges cards: Stripe's write rate limit, not Lambda's
@@ -74,38 +77,6 @@ STREAM_AGE_THRESHOLD_MS = 3_600_000
 STREAM_RETRY_ATTEMPTS = 20
 LOG_ACTIONS = ["logs:CreateLogStream", "logs:PutLogEvents"]
 
-
-class TemplateError(ValueError):
-    """The generated template cannot be completed: the message says what to change."""
-
-
-@dataclass
-class Function:
-    logical_id: str
-    name: str  # chalice's name: api_handler, or the handler's function name
-    properties: dict
-
-
-def function_name(properties: dict) -> str:
-    """Chalice's name of a function from its handler: `app.app` is the API."""
-    _, _, attribute = properties["Handler"].partition(".")
-    return "api_handler" if attribute == "app" else attribute
-
-
-def functions(template: dict) -> list[Function]:
-    return [
-        Function(logical_id, function_name(resource["Properties"]), resource["Properties"])
-        for logical_id, resource in sorted(template["Resources"].items())
-        if resource["Type"] == FUNCTION
-    ]
-
-
-def getatt_target(value) -> str | None:
-    """`X` of `{"Fn::GetAtt": ["X", "Arn"]}` (or `"X.Arn"`), else None."""
-    if isinstance(value, dict) and set(value) == {"Fn::GetAtt"}:
-        target = value["Fn::GetAtt"]
-        return target.split(".")[0] if isinstance(target, str) else target[0]
-    return None
 
 
 def dead_letter_queues(resources: dict) -> list[str]:
@@ -157,6 +128,11 @@ def complete(template: dict, stage: str) -> dict:
         resources[f"{function.logical_id}ErrorsAlarm"] = _errors_alarm(function)
     for queue_id in dead_letter_queues(resources):
         resources[f"{queue_id}DepthAlarm"] = _depth_alarm(queue_id)
+    try:
+        harden(template)
+    except HardeningError as error:
+        raise TemplateError(str(error)) from None
+    operations.complete(template)  # tracing, alarms, queues
     return template
 
 

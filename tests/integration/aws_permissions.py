@@ -6,7 +6,10 @@ own clients alike) as the IAM requests it makes: an action and the resource
 ARN it acts on (a DynamoDB transaction is one request per item, a batch send
 is `sqs:SendMessage`). `FunctionPolicy` is a function's policy file with its
 CloudFormation references resolved to the resources moto was provisioned
-with, and says whether it allows a request.
+with, and says whether it allows a request, conditions included (the
+`StringEquals` keys a request carries, e.g. the sender of an e-mail as
+`ses:FromAddress`; a condition on a key the request does not carry does not
+match, as in IAM).
 """
 from __future__ import annotations
 
@@ -34,9 +37,11 @@ class IamRequest:
     action: str
     resources: tuple[str, ...]  # any one of them allowed is enough (an SES sender's address or domain)
     call: str
+    context: tuple[tuple[str, str], ...] = ()  # the condition keys the request carries
 
     def __str__(self):
-        return f"{self.action} on {' or '.join(self.resources)} ({self.call})"
+        keys = "".join(f", {key}={value}" for key, value in self.context)
+        return f"{self.action} on {' or '.join(self.resources)} ({self.call}{keys})"
 
 
 def _region() -> str:
@@ -51,8 +56,8 @@ def iam_requests(service: str, operation: str, params: dict) -> list[IamRequest]
     """The IAM requests one API call makes."""
     call = f"{service}.{operation}"
 
-    def one(action: str, *resources: str) -> IamRequest:
-        return IamRequest(action, resources, call)
+    def one(action: str, *resources: str, context: tuple[tuple[str, str], ...] = ()) -> IamRequest:
+        return IamRequest(action, resources, call, context)
 
     if service == "dynamodb":
         def table(name: str) -> str:
@@ -79,10 +84,12 @@ def iam_requests(service: str, operation: str, params: dict) -> list[IamRequest]
     if service == "ses" and operation in ("SendEmail", "SendRawEmail"):
         sender = params.get("FromEmailAddress") or params.get("Source") or ""
         address = re.sub(r".*<(.+)>.*", r"\1", sender)
+        sent_from = (("ses:FromAddress", address),)
         requests = [one(f"ses:{operation}", arn("ses", f"identity/{address}"),
-                        arn("ses", f"identity/{address.rpartition('@')[2]}"))]
+                        arn("ses", f"identity/{address.rpartition('@')[2]}"), context=sent_from)]
         if params.get("ConfigurationSetName"):  # IAM checks the right to use it too
-            requests.append(one(f"ses:{operation}", arn("ses", f"configuration-set/{params['ConfigurationSetName']}")))
+            requests.append(one(f"ses:{operation}", arn("ses", f"configuration-set/{params['ConfigurationSetName']}"),
+                                context=sent_from))
         return requests
     if service == "ssm" and operation in ("GetParameter", "GetParameters"):
         names = [params["Name"]] if "Name" in params else params["Names"]
@@ -135,7 +142,7 @@ class FunctionPolicy:
             if not any(fnmatch.fnmatch(request.action.lower(), a.lower()) for a in actions):
                 continue
             if any(fnmatch.fnmatchcase(r, pattern) for r in request.resources
-                   for pattern in _as_list(statement["Resource"])):
+                   for pattern in _as_list(statement["Resource"])) and _conditions_hold(statement, request):
                 return True
         return False
 
@@ -167,6 +174,20 @@ class FunctionPolicy:
 _NO_VALUE = object()
 
 
+def _conditions_hold(statement: dict, request: IamRequest) -> bool:
+    """Whether every condition of `statement` holds for `request` (only
+    `StringEquals` is written in the policy files; any other operator fails
+    here, to be taught first)."""
+    carried = dict(request.context)
+    for operator, keys in statement.get("Condition", {}).items():
+        if operator != "StringEquals":
+            raise AssertionError(f"{statement.get('Sid')}: teach aws_permissions.py the condition {operator}")
+        for key, expected in keys.items():
+            if key not in carried or carried[key] not in _as_list(expected):
+                return False
+    return True
+
+
 def _as_list(value) -> list:
     return value if isinstance(value, list) else [value]
 
@@ -176,7 +197,7 @@ def _moto_resources(environment: dict[str, str]) -> tuple[dict, dict]:
     template = load_template()
     refs = {"AWS::Region": _region(), "AWS::AccountId": ACCOUNT, "AWS::Partition": PARTITION,
             "AWS::StackName": "billing-test", "AWS::NoValue": _NO_VALUE, "Stage": os.environ.get("STAGE", "test"),
-            "SesIdentity": environment["ALERT_SENDER"],
+            "SesIdentity": environment["ALERT_SENDER"], "AlertSender": environment["ALERT_SENDER"],
             "MailConfigurationSet": environment.get("SES_CONFIGURATION_SET", "billing-alerts")}
     attributes = {}
     for logical_id in resources_of_type(template, "AWS::DynamoDB::Table"):
@@ -195,4 +216,9 @@ def _moto_resources(environment: dict[str, str]) -> tuple[dict, dict]:
         attributes[(logical_id, "Arn")] = arn("cognito-idp", f"userpool/{environment['STAFF_USER_POOL_ID']}")
     for logical_id in resources_of_type(template, "AWS::Cognito::UserPoolClient"):
         refs[logical_id] = environment["STAFF_USER_POOL_CLIENT_ID"]
+    # moto decrypts SSM parameters itself: no KMS request is ever recorded,
+    # the key only has to resolve.
+    for logical_id in resources_of_type(template, "AWS::KMS::Key"):
+        refs[logical_id] = logical_id
+        attributes[(logical_id, "Arn")] = arn("kms", f"key/{logical_id}")
     return refs, attributes

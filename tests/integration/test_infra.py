@@ -32,17 +32,17 @@ STAGES = ("dev", "prod")
 # What each function may touch, reviewed: its policy file may name nothing
 # else. A new function gets its row here with its policy file.
 ACCESS = {
-    "api_handler": {"BillingTable", "IdempotencyTable", "EventBus", "ses", "kms:aws/ssm",
-                    "secret:admin-api-key", "secret:stripe-secret-key", "secret:stripe-publishable-key",
+    "api_handler": {"BillingTable", "IdempotencyTable", "EventBus", "ses", "kms:DataKey",
+                    "secret:admin-api-key", "secret:stripe-key/api_handler", "secret:stripe-publishable-key",
                     "secret:stripe-webhook-secret", "secret:token-signing-key", "NotificationsQueue",
                     "StaffUserPool"},
     "ingest_usage": {"BillingTable", "UsageDeadLetterQueue", "NotificationsQueue"},
     "billing_scheduler": {"BillingTable/index/due", "BillingQueue"},
     "dunning_scheduler": {"BillingTable/index/due", "BillingQueue"},
-    "billing_worker": {"BillingTable", "EventBus", "kms:aws/ssm", "secret:stripe-secret-key",
+    "billing_worker": {"BillingTable", "EventBus", "kms:DataKey", "secret:stripe-key/billing_worker",
                        "secret:token-signing-key", "NotificationsQueue"},
-    "card_expiry_scan": {"BillingTable", "NotificationsQueue", "kms:aws/ssm", "secret:stripe-secret-key"},
-    "send_notifications": {"BillingTable", "ses", "kms:aws/ssm", "secret:token-signing-key"},
+    "card_expiry_scan": {"BillingTable", "NotificationsQueue", "kms:DataKey", "secret:stripe-key/card_expiry_scan"},
+    "send_notifications": {"BillingTable", "ses", "kms:DataKey", "secret:token-signing-key"},
     "report_feed": {"BillingTable"},
     "audit_feed": {"BillingTable"},
     "mail_feedback": {"BillingTable"},
@@ -85,8 +85,13 @@ def grants(statement: dict, stage: str) -> list[tuple[str, str]]:
     that is not a resource of the template or the stage's own secret."""
     template = load_template()["Resources"]
     config_env = chalice_config()["stages"][stage]["environment_variables"]
-    secrets = {value.rsplit("/", 1)[1] for key, value in config_env.items() if key.endswith("_PARAMETER")}
+    functions_env = [f.get("environment_variables", {})
+                     for f in chalice_config()["stages"][stage].get("lambda_functions", {}).values()]
+    secrets = {value.removeprefix(f"/billing/{stage}/") for env in [config_env, *functions_env]
+               for key, value in env.items() if key.endswith("_PARAMETER")}
     found = []
+    if statement["Resource"] == "*" and set(as_list(statement["Action"])) == XRAY_ACTIONS:
+        return found  # traces name no resource (infra/aws/operations.py); not a resource the function touches
     for resource in as_list(statement["Resource"]):
         text = json.dumps(resource)
         assert resource != "*" and '"*"' not in text, f"{statement.get('Sid')}: no resource wildcard"
@@ -97,8 +102,12 @@ def grants(statement: dict, stage: str) -> list[tuple[str, str]]:
         if "Fn::GetAtt" in resource:
             logical_id, attribute = resource["Fn::GetAtt"]
             assert attribute == "Arn" and logical_id in template, text
-            kind = {"AWS::DynamoDB::Table": "table", "AWS::SQS::Queue": "queue",
+            kind = {"AWS::DynamoDB::Table": "table", "AWS::SQS::Queue": "queue", "AWS::KMS::Key": "kms",
                     "AWS::Events::EventBus": "bus", "AWS::Cognito::UserPool": "user_pool"}[template[logical_id]["Type"]]
+            if kind == "kms":  # the stack's key, to read SSM parameters only
+                assert statement["Condition"] == {"StringEquals": {
+                    "kms:ViaService": {"Fn::Sub": "ssm.${AWS::Region}.amazonaws.com"}}}, text
+                logical_id = f"kms:{logical_id}"
             found.append((kind, logical_id))
             continue
         sub = resource["Fn::Sub"]
@@ -107,7 +116,7 @@ def grants(statement: dict, stage: str) -> list[tuple[str, str]]:
             assert template[table]["Type"] == "AWS::DynamoDB::Table", text
             found.append(("index", table if index == "*" else f"{table}/index/{index}"))
         elif match := re.fullmatch(
-                r"arn:\$\{AWS::Partition\}:ssm:\$\{AWS::Region\}:\$\{AWS::AccountId\}:parameter/billing/\$\{Stage\}/([\w-]+)",
+                r"arn:\$\{AWS::Partition\}:ssm:\$\{AWS::Region\}:\$\{AWS::AccountId\}:parameter/billing/\$\{Stage\}/([\w/-]+)",
                 sub):
             assert match.group(1) in secrets, f"{match.group(1)} is not a secret of .chalice/config.json"
             found.append(("secret", f"secret:{match.group(1)}"))
@@ -122,6 +131,9 @@ def grants(statement: dict, stage: str) -> list[tuple[str, str]]:
         else:
             raise AssertionError(f"{statement.get('Sid')}: {text} is none of the template's resources")
     return found
+
+
+XRAY_ACTIONS = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
 
 
 # -- the policies, as written ------------------------------------------------------
@@ -286,24 +298,37 @@ def lambda_function(resources: dict, name: str) -> tuple[str, dict]:
     return found
 
 
+def alias_of(resources: dict, logical_id: str) -> str:
+    """The logical id of the function's alias `live` (what its triggers invoke)."""
+    [alias] = [k for k, v in of_type(resources, "AWS::Lambda::Alias").items()
+               if v["Properties"]["FunctionName"] == {"Ref": logical_id} and v["Properties"]["Name"] == "live"]
+    return alias
+
+
+def api_of(path: str) -> str:
+    """The API that serves a route: the operator routes have their own."""
+    return "OperatorAPI" if path.startswith("/admin/") else "RestAPI"
+
+
 def test_every_handler_is_a_function_with_its_trigger(deployed):
     app = the_app()
     functions = app_functions(app)
     assert len(of_type(deployed, "AWS::Lambda::Function")) == len(functions)
     for name, kind in functions.items():
         logical_id, function = lambda_function(deployed, name)
-        arn = {"Fn::GetAtt": [logical_id, "Arn"]}
+        alias = {"Ref": alias_of(deployed, logical_id)}
         if kind == "api":
-            body = deployed["RestAPI"]["Properties"]["Body"]
             for path, methods in app.routes.items():
+                body = deployed[api_of(path)]["Properties"]["Body"]
                 assert set(m.lower() for m in methods) <= set(body["paths"][path]), path
-            [permission] = [p for p in of_type(deployed, "AWS::Lambda::Permission").values()
-                            if p["Properties"]["FunctionName"] == {"Ref": logical_id}]
-            assert permission["Properties"]["Principal"] == "apigateway.amazonaws.com"
+            permissions = [p["Properties"] for p in of_type(deployed, "AWS::Lambda::Permission").values()
+                           if p["Properties"]["FunctionName"] == alias]
+            assert {p["Principal"] for p in permissions} == {"apigateway.amazonaws.com"}
+            assert len(permissions) == 2, "one for each API"
         elif kind == "sqs":
             source = event_source(app, name)
             [mapping] = [m["Properties"] for m in of_type(deployed, "AWS::Lambda::EventSourceMapping").values()
-                         if m["Properties"]["FunctionName"] == {"Ref": logical_id}]
+                         if m["Properties"]["FunctionName"] == alias]
             assert mapping["EventSourceArn"] == {"Fn::GetAtt": [source.queue, "Arn"]}
             assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
             assert mapping["BatchSize"] == source.batch_size
@@ -312,7 +337,7 @@ def test_every_handler_is_a_function_with_its_trigger(deployed):
         elif kind == "dynamodb":
             table = table_named(event_source(app, name).stream_arn)
             [mapping] = [m["Properties"] for m in of_type(deployed, "AWS::Lambda::EventSourceMapping").values()
-                         if m["Properties"]["FunctionName"] == {"Ref": logical_id}]
+                         if m["Properties"]["FunctionName"] == alias]
             assert mapping["EventSourceArn"] == {"Fn::GetAtt": [table, "StreamArn"]}
             assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
             assert mapping["BatchSize"] == event_source(app, name).batch_size
@@ -320,10 +345,10 @@ def test_every_handler_is_a_function_with_its_trigger(deployed):
             source = event_source(app, name)
             expression = getattr(source.schedule_expression, "to_string", lambda: source.schedule_expression)()
             [rule] = [r["Properties"] for r in of_type(deployed, "AWS::Events::Rule").values()
-                      if any(t["Arn"] == arn for t in r["Properties"].get("Targets", []))]
+                      if any(t["Arn"] == alias for t in r["Properties"].get("Targets", []))]
             assert rule["ScheduleExpression"] == expression
             assert any(p["Properties"]["Principal"] == "events.amazonaws.com"
-                       and p["Properties"]["FunctionName"] == {"Ref": logical_id}
+                       and p["Properties"]["FunctionName"] == alias
                        for p in of_type(deployed, "AWS::Lambda::Permission").values())
         else:
             raise AssertionError(f"{name}: a {kind} function; teach this test and the packager about it")
@@ -334,10 +359,11 @@ def test_every_path_hands_any_other_method_to_the_app(deployed):
     path does not serve reaches the app, which answers 405 with Allow."""
     app = the_app()
     logical_id, _ = lambda_function(deployed, "api_handler")
-    body = deployed["RestAPI"]["Properties"]["Body"]
+    alias = {"Ref": alias_of(deployed, logical_id)}
     for path in app.routes:
+        body = deployed[api_of(path)]["Properties"]["Body"]
         integration = body["paths"][path]["x-amazon-apigateway-any-method"]["x-amazon-apigateway-integration"]
-        assert integration["type"] == "aws_proxy" and f"${{{logical_id}.Arn}}" in json.dumps(integration), path
+        assert integration["type"] == "aws_proxy" and integration["uri"]["Fn::Sub"][1] == {"FunctionAlias": alias}, path
 
 
 def test_a_path_no_route_serves_is_a_404_in_the_api_error_shape(deployed):
@@ -382,7 +408,7 @@ def test_every_function_runs_as_its_own_role_with_its_policy(deployed):
             table = table_named(event_source(the_app(), name).stream_arn)
             [failures] = [mapping["Properties"]["DestinationConfig"]["OnFailure"]["Destination"]["Fn::GetAtt"][0]
                           for mapping in of_type(deployed, "AWS::Lambda::EventSourceMapping").values()
-                          if mapping["Properties"]["FunctionName"] == {"Ref": logical_id}]
+                          if mapping["Properties"]["FunctionName"] == {"Ref": alias_of(deployed, logical_id)}]
             added += [{"Sid": f"Send{failures}", "Effect": "Allow", "Action": ["sqs:SendMessage"],
                        "Resource": {"Fn::GetAtt": [failures, "Arn"]}},
                       {"Sid": f"Read{table}Stream", "Effect": "Allow",
@@ -405,7 +431,7 @@ def test_every_function_and_dead_letter_queue_has_its_alarm(deployed):
                          if a["Properties"]["Namespace"] == "AWS/Lambda"}
     assert watched_functions == {lambda_function(deployed, name)[0] for name in app_functions(the_app())}
     watched_queues = {a["Properties"]["Dimensions"][0]["Value"]["Fn::GetAtt"][0] for a in alarms.values()
-                      if a["Properties"]["Namespace"] == "AWS/SQS"}
+                      if a["Properties"]["MetricName"] == "ApproximateNumberOfMessagesVisible"}
     assert watched_queues == set(dead_letter_queues(deployed)) and watched_queues
     api = alarms["ApiServerErrorsAlarm"]["Properties"]
     assert deployed["RestAPI"]["Properties"]["Name"] == {"Ref": "AWS::StackName"}
@@ -437,7 +463,10 @@ def test_every_function_is_pointed_at_every_table_queue_and_the_bus(deployed):
 
 def test_the_iot_rule_feeds_the_usage_queue(deployed):
     rule = deployed["UsageTopicRule"]["Properties"]["TopicRulePayload"]
-    assert rule["Sql"] == "SELECT seq, ts, counters, topic(2) AS merchant_id, topic(3) AS device_id FROM 'billing/+/+/counters'"
+    from chalicelib.domain.things import IOT_SQL_THING_NAME
+
+    assert rule["Sql"] == ("SELECT seq, ts, counters, topic(2) AS merchant_id, topic(3) AS device_id "
+                           f"FROM 'billing/+/+/counters' WHERE clientid() = {IOT_SQL_THING_NAME}")
     assert rule["Actions"] == [{"Sqs": {"QueueUrl": {"Ref": "UsageQueue"}, "UseBase64": False,
                                         "RoleArn": {"Fn::GetAtt": ["UsageTopicRuleRole", "Arn"]}}}]
     assert rule["ErrorAction"]["Sqs"]["QueueUrl"] == {"Ref": "UsageDeadLetterQueue"}

@@ -41,6 +41,20 @@ def test_operator_key_is_refused_on_merchant_routes_and_merchant_key_on_admin(op
     assert response.status == 401
 
 
+def test_beside_an_aws_signature_the_operator_key_is_in_its_own_header(client):
+    from tests.integration.conftest import ADMIN_KEY
+
+    signed = "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261207/eu-west-1/execute-api/aws4_request, Signature=0f"
+    body = {"name": "Signée", "default_currency": "EUR", "invoice_prefix": "SG"}
+    made = Api(client).post("/admin/merchants", body, headers={"Authorization": signed, "X-Operator-Key": ADMIN_KEY})
+    assert made.status == 201, made
+    for headers in ({"Authorization": signed}, {"Authorization": signed, "X-Operator-Key": "wrong"},
+                    {"X-Operator-Key": " "}):
+        assert Api(client).post("/admin/merchants", body, headers=headers).status == 401, headers
+    # A merchant route ignores the header: a merchant speaks with its own key.
+    assert Api(client).get("/merchant", headers={"X-Operator-Key": ADMIN_KEY}).status == 401
+
+
 def test_health_is_public(client):
     response = Api(client).get("/health")
     assert response.status == 200
