@@ -208,3 +208,34 @@ def browser(client, shop):
     browser = Browser(client)
     assert browser.sign_in(*OWNER).status_code == 303
     return browser
+
+
+@pytest.fixture(scope="session")
+def packaged(tmp_path_factory):
+    """The dev stage as `make package` builds it (chalice package, the packager,
+    cfn-lint): once per session, read by the template tests of several modules."""
+    import yaml
+
+    from infra.aws.package import build
+
+    out = tmp_path_factory.mktemp("package")
+    template_path = build("dev", out)  # cfn-lint errors fail here
+    return yaml.safe_load(template_path.read_text()), out / "deployment.zip"
+
+
+@pytest.fixture(scope="session")
+def deployed(packaged):
+    """The template as CloudFormation runs it: after the SAM transform."""
+    from samtranslator.translator.transform import transform
+
+    from infra.aws import deploy
+
+    class NoManagedPolicies:
+        def load(self):
+            return {}
+
+    template = deploy.with_code_at(packaged[0], "artifacts", "billing/dev/code.zip")
+    parameters = {"PublicBaseUrl": "https://billing.example.com", "AlertSender": "billing@example.com",
+                  "SesIdentity": "example.com", "AWS::Region": "eu-west-1", "AWS::AccountId": "123456789012",
+                  "AWS::Partition": "aws", "AWS::StackName": "billing-dev"}
+    return transform(template, parameters, NoManagedPolicies())["Resources"]

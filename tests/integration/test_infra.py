@@ -17,12 +17,11 @@ from pathlib import Path
 
 import boto3
 import pytest
-import yaml
 from moto import mock_aws
 
 from infra.aws import deploy
 from infra.aws.functions import app_functions, chalice_config, event_source, missing_policies, policy_file
-from infra.aws.package import BOTOCORE_SERVICES, COMPILER_ONLY, UNUSED_OPTIONAL, build, services_named_in
+from infra.aws.package import BOTOCORE_SERVICES, COMPILER_ONLY, UNUSED_OPTIONAL, services_named_in
 from infra.aws.template import MAX_CONCURRENCY, TemplateError, complete, dead_letter_queues, table_named
 from infra.local.provision import QUEUE_SETTINGS, TABLE_SETTINGS, load_template, resources_of_type
 
@@ -264,27 +263,6 @@ def test_every_dead_letter_queue_is_one():
 # -- the packaged stage ----------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def packaged(tmp_path_factory):
-    out = tmp_path_factory.mktemp("package")
-    template_path = build("dev", out)  # cfn-lint errors fail here
-    return yaml.safe_load(template_path.read_text()), out / "deployment.zip"
-
-
-@pytest.fixture(scope="module")
-def deployed(packaged):
-    """The template as CloudFormation runs it: after the SAM transform."""
-    from samtranslator.translator.transform import transform
-
-    class NoManagedPolicies:
-        def load(self):
-            return {}
-
-    template = deploy.with_code_at(packaged[0], "artifacts", "billing/dev/code.zip")
-    parameters = {"PublicBaseUrl": "https://billing.example.com", "AlertSender": "billing@example.com",
-                  "SesIdentity": "example.com", "AWS::Region": "eu-west-1", "AWS::AccountId": "123456789012",
-                  "AWS::Partition": "aws", "AWS::StackName": "billing-dev"}
-    return transform(template, parameters, NoManagedPolicies())["Resources"]
 
 
 def of_type(resources: dict, kind: str) -> dict:

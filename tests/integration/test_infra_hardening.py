@@ -15,7 +15,7 @@ from pathlib import Path
 import botocore.session
 import pytest
 import yaml
-from botocore.exceptions import ClientError, WaiterError
+from botocore.exceptions import ClientError
 from botocore.validate import validate_parameters
 
 from chalicelib.api.http import route_table
@@ -23,9 +23,7 @@ from chalicelib.config import settings
 from infra.aws import deploy
 from infra.aws.hardening import ACCESS_LOGS, THROTTLING, is_operator_path
 from infra.aws.functions import app_functions
-from tests.integration.test_infra import (  # noqa: F401  (module-scoped fixtures: one packaging here)
-    alias_of, deployed, lambda_function, of_type, packaged, the_app,
-)
+from tests.integration.test_infra import alias_of, lambda_function, of_type, the_app
 
 MANAGED_GROUPS = {"AWSManagedRulesCommonRuleSet", "AWSManagedRulesKnownBadInputsRuleSet",
                   "AWSManagedRulesAmazonIpReputationList"}

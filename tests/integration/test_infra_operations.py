@@ -19,8 +19,7 @@ from chalicelib.domain.things import IOT_SQL_THING_NAME
 from infra.aws.functions import app_functions, chalice_config, event_source, policy_file
 from infra.aws.operations import VISIBILITY_FACTOR, schedule_seconds
 from infra.aws.template import TemplateError, complete, getatt_target
-from tests.integration.test_infra import (chalice_like, deployed, lambda_function, of_type, packaged,  # noqa: F401
-                                          sqs_event, statements, the_app)
+from tests.integration.test_infra import chalice_like, lambda_function, of_type, sqs_event, statements, the_app
 
 ROOT = Path(__file__).resolve().parents[2]
 STAGES = ("dev", "prod")
