@@ -103,6 +103,13 @@ def send_notifications(event):
     return jobs.send_notifications(event.to_dict(), event.context)
 
 
+# Finalized invoices and issued credit notes handed to the merchants'
+# e-invoicing platforms (EInvoiceRule on the bus -> EInvoiceQueue).
+@app.on_sqs_message(queue="EInvoiceQueue", batch_size=10)
+def einvoice_drop(event):
+    return jobs.einvoice_drop(event.to_dict(), event.context)
+
+
 @app.on_sqs_message(queue="MailFeedbackQueue", batch_size=10)
 def mail_feedback(event):
     return jobs.mail_feedback(event.to_dict(), event.context)

@@ -282,6 +282,26 @@ def mail_feedback(event: dict, context: Any = None) -> dict:
     return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
 
 
+@acting_as(job_actor("einvoice_drop"))
+def einvoice_drop(event: dict, context: Any = None) -> dict:
+    """The e-invoice queue's consumer: each record is a domain event of the
+    bus (`invoice.finalized`, `credit_note.created`, through EInvoiceRule);
+    its document goes to the drop bucket as Factur-X and UBL
+    (services/einvoices.drop). A document whose seller or buyer lacks what
+    EN 16931 needs is skipped, logged: it was issued so, and stays so. Any
+    other failure fails the record alone; it comes back, then waits in the
+    dead-letter queue."""
+    from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+
+    from chalicelib.services import einvoices
+
+    def record_handler(record) -> dict | None:
+        return einvoices.drop_for_event(json.loads(record.body))
+
+    processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+    return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
+
+
 # -- the registry -----------------------------------------------------------------
 
 SCHEDULED_JOBS: tuple[ScheduledJob, ...] = (

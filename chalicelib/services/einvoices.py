@@ -96,6 +96,35 @@ def drop(merchant_id: str, document_id: str) -> dict | None:
     return {"bucket": bucket, "prefix": folder, "files": sorted([*files, "manifest.json"])}
 
 
+# The bus's events that make a document final, and where each carries it.
+DROPPED_EVENTS = {"invoice.finalized": "invoice", "credit_note.created": "credit_note"}
+
+
+def drop_for_event(event: dict) -> dict | None:
+    """Drop the document an EventBridge event names (its `detail-type`,
+    `detail.merchant_id` and `detail.invoice|credit_note.id`). None for an
+    event of another kind, or a document that cannot be an e-invoice (its
+    parties lack what EN 16931 needs: logged with what is missing)."""
+    kind = DROPPED_EVENTS.get(event.get("detail-type"))
+    detail = event.get("detail") or {}
+    if kind is None:
+        return None
+    merchant_id, document_id = detail.get("merchant_id"), (detail.get(kind) or {}).get("id")
+    if not merchant_id or not document_id:
+        raise ValueError(f"a {event.get('detail-type')} event without merchant_id or {kind}.id")
+    try:
+        return drop(merchant_id, document_id)
+    except Conflict as error:
+        if error.code != "legal_identity_incomplete":
+            raise
+        from chalicelib.observability import logger, metrics
+
+        logger.warning("not handed to the e-invoicing platform", extra={"document_id": document_id,
+                                                                        "reason": error.message})
+        metrics.add_metric(name="EInvoiceIncomplete", unit="Count", value=1)
+        return None
+
+
 def _invoice(merchant_id: str, invoice_id: str) -> tuple[LegalDocument, tuple]:
     record = invoice_store.get_invoice(merchant_id, invoice_id)
     if record.status == "draft" or not record.number:

@@ -123,7 +123,9 @@ def provision(region: str = "eu-west-1", table_names: dict[str, str] | None = No
         if event_bus_name not in names:
             events.create_event_bus(Name=event_bus_name)
         env["EVENT_BUS_NAME"] = event_bus_name
+        _rules_to_queues(template, events, event_bus_name, arns)
 
+    env.update(_einvoice_bucket(template, region))
     env.update(_staff_pool(template, region))
 
     ses = boto3.client("ses", region_name=region)
@@ -131,6 +133,34 @@ def provision(region: str = "eu-west-1", table_names: dict[str, str] | None = No
     env["ALERT_SENDER"] = alert_sender
     env.update(_mail_feedback(template, region, ses, arns))
     return env
+
+
+def _rules_to_queues(template: dict, events, bus: str, queue_arns: dict[str, str]) -> None:
+    """The bus's rules whose targets are queues of the template, as in AWS
+    (EInvoiceRule -> EInvoiceQueue): moto delivers a matching event to the
+    queue. Targets of other kinds (a log group) are left out."""
+    for logical_id, properties in resources_of_type(template, "AWS::Events::Rule").items():
+        targets = [{"Id": target["Id"], "Arn": queue_arns[_getatt(target["Arn"])]}
+                   for target in properties.get("Targets", [])
+                   if "Fn::GetAtt" in (target.get("Arn") or {}) and _getatt(target["Arn"]) in queue_arns]
+        if not targets:
+            continue
+        events.put_rule(Name=logical_id, EventBusName=bus, EventPattern=json.dumps(properties["EventPattern"]),
+                        State="ENABLED")
+        events.put_targets(Rule=logical_id, EventBusName=bus, Targets=targets)
+
+
+# The local stage's drop bucket (the template's EInvoiceBucket).
+LOCAL_EINVOICE_BUCKET = "billing-einvoices"
+
+
+def _einvoice_bucket(template: dict, region: str) -> dict[str, str]:
+    if not resources_of_type(template, "AWS::S3::Bucket").get("EInvoiceBucket"):
+        return {}
+    s3 = boto3.client("s3", region_name=region)
+    if LOCAL_EINVOICE_BUCKET not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
+        s3.create_bucket(Bucket=LOCAL_EINVOICE_BUCKET, CreateBucketConfiguration={"LocationConstraint": region})
+    return {"EINVOICE_BUCKET": LOCAL_EINVOICE_BUCKET}
 
 
 def _staff_pool(template: dict, region: str) -> dict[str, str]:

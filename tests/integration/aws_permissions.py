@@ -91,6 +91,8 @@ def iam_requests(service: str, operation: str, params: dict) -> list[IamRequest]
             requests.append(one(f"ses:{operation}", arn("ses", f"configuration-set/{params['ConfigurationSetName']}"),
                                 context=sent_from))
         return requests
+    if service == "s3" and operation == "PutObject":  # S3's ARNs name no region nor account
+        return [one("s3:PutObject", f"arn:{PARTITION}:s3:::{params['Bucket']}/{params['Key']}")]
     if service == "ssm" and operation in ("GetParameter", "GetParameters"):
         names = [params["Name"]] if "Name" in params else params["Names"]
         return [one(f"ssm:{operation}", arn("ssm", "parameter" + (n if n.startswith("/") else "/" + n)))
@@ -216,6 +218,9 @@ def _moto_resources(environment: dict[str, str]) -> tuple[dict, dict]:
         attributes[(logical_id, "Arn")] = arn("cognito-idp", f"userpool/{environment['STAFF_USER_POOL_ID']}")
     for logical_id in resources_of_type(template, "AWS::Cognito::UserPoolClient"):
         refs[logical_id] = environment["STAFF_USER_POOL_CLIENT_ID"]
+    for logical_id in resources_of_type(template, "AWS::S3::Bucket"):
+        refs[logical_id] = environment.get("EINVOICE_BUCKET", logical_id)
+        attributes[(logical_id, "Arn")] = f"arn:{PARTITION}:s3:::{refs[logical_id]}"
     # moto decrypts SSM parameters itself: no KMS request is ever recorded,
     # the key only has to resolve.
     for logical_id in resources_of_type(template, "AWS::KMS::Key"):

@@ -283,32 +283,81 @@ def test_no_e_invoice_without_the_legal_identity_it_needs(merchant, new_merchant
 # -- the platform drop ------------------------------------------------------------------------
 
 
-def test_finalized_documents_are_dropped_for_the_platform(legal_merchant, clock, monkeypatch):
+def drain_einvoices() -> int:
+    """What the bus put on the e-invoice queue, handed to einvoice_drop as
+    Lambda would; returns how many messages were handled."""
     import boto3
 
+    import app
+    from infra.local.lambda_events import drain_once
+
+    url = boto3.client("sqs", region_name="eu-west-1").get_queue_url(QueueName="EInvoiceQueue")["QueueUrl"]
+    handled = 0
+    while n := drain_once(url, app.app.handler_map["einvoice_drop"]):
+        handled += n
+    return handled
+
+
+def dropped_files(prefix: str) -> dict[str, bytes]:
+    import boto3
+
+    from chalicelib.config import settings
+
+    s3 = boto3.client("s3", region_name="eu-west-1")
+    listed = s3.list_objects_v2(Bucket=settings().einvoice_bucket, Prefix=prefix).get("Contents", [])
+    return {o["Key"].rsplit("/", 1)[1]: s3.get_object(Bucket=settings().einvoice_bucket, Key=o["Key"])["Body"].read()
+            for o in listed}
+
+
+def test_finalized_documents_are_dropped_for_the_platform(legal_merchant, clock):
+    """invoice.finalized and credit_note.created go from the bus to the
+    e-invoice queue (EInvoiceRule), whose consumer drops each document."""
+    import hashlib
+
+    _, invoice = first_invoice(legal_merchant)
+    note = credit(legal_merchant, invoice["id"], {"amount": "12.00", "reason": "goodwill", "refund": "none"}).json
+    assert drain_einvoices() == 2
+    merchant_id = legal_merchant.merchant["id"]
+    files = dropped_files(f"{merchant_id}/invoices/{invoice['number']}/")
+    assert sorted(files) == ["facturx.pdf", "manifest.json", "ubl.xml"]
+    manifest = json.loads(files["manifest.json"])
+    assert (manifest["type"], manifest["number"], manifest["total"]) == ("invoice", invoice["number"], invoice["total"])
+    assert manifest["files"]["ubl.xml"]["sha256"] == hashlib.sha256(files["ubl.xml"]).hexdigest()
+    check_ubl(files["ubl.xml"])
+    credited = dropped_files(f"{merchant_id}/credit-notes/{note['number']}/")
+    assert json.loads(credited["manifest.json"])["type"] == "credit_note" and len(credited) == 3
+    # Delivered again (SQS at least once): the same keys, written again.
+    from chalicelib.services import einvoices
+
+    again = einvoices.drop_for_event({"detail-type": "invoice.finalized",
+                                      "detail": {"merchant_id": merchant_id, "invoice": {"id": invoice["id"]}}})
+    assert again["prefix"] == f"{merchant_id}/invoices/{invoice['number']}"
+    assert dropped_files(f"{merchant_id}/invoices/{invoice['number']}/")["ubl.xml"] == files["ubl.xml"]
+
+
+def test_a_document_without_the_legal_identity_is_not_dropped_nor_retried(new_merchant, clock):
+    plain = new_merchant()  # no SIREN, no address: not an EN 16931 invoice
+    customer_id = new_customer(plain)
+    sub = subscribe(plain, customer_id, new_offer(plain, NAMED_CLICO))
+    [invoice] = plain.get(f"/invoices?subscription_id={sub['id']}").json["data"]
+    assert invoice["status"] != "draft"
+    assert drain_einvoices() == 1  # handled (skipped), not failed: nothing comes back
+    assert dropped_files(f"{plain.merchant['id']}/") == {}
+    assert drain_einvoices() == 0
+
+
+def test_without_a_bucket_nothing_is_dropped(legal_merchant, clock, monkeypatch):
     from chalicelib import config
     from chalicelib.services import einvoices
 
-    assert einvoices.drop(legal_merchant.merchant["id"], "inv_whatever") is None  # no bucket: no drop
-    boto3.client("s3", region_name="eu-west-1").create_bucket(
-        Bucket="einvoices", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
-    monkeypatch.setenv("EINVOICE_BUCKET", "einvoices")
-    config.settings.cache_clear()
     _, invoice = first_invoice(legal_merchant)
-    merchant_id = legal_merchant.merchant["id"]
-    dropped = einvoices.drop(merchant_id, invoice["id"])
-    prefix = f"{merchant_id}/invoices/{invoice['number']}"
-    assert dropped == {"bucket": "einvoices", "prefix": prefix, "files": ["facturx.pdf", "manifest.json", "ubl.xml"]}
-    s3 = boto3.client("s3", region_name="eu-west-1")
-    manifest = json.loads(s3.get_object(Bucket="einvoices", Key=f"{prefix}/manifest.json")["Body"].read())
-    assert (manifest["type"], manifest["number"], manifest["total"]) == ("invoice", invoice["number"], invoice["total"])
-    ubl = s3.get_object(Bucket="einvoices", Key=f"{prefix}/ubl.xml")["Body"].read()
-    import hashlib
-
-    assert manifest["files"]["ubl.xml"]["sha256"] == hashlib.sha256(ubl).hexdigest()
-    check_ubl(ubl)
-    monkeypatch.delenv("EINVOICE_BUCKET")
+    monkeypatch.setenv("EINVOICE_BUCKET", "")
     config.settings.cache_clear()
+    try:
+        assert einvoices.drop(legal_merchant.merchant["id"], invoice["id"]) is None
+    finally:
+        monkeypatch.undo()
+        config.settings.cache_clear()
 
 
 # -- what a person sees -----------------------------------------------------------------------

@@ -45,6 +45,7 @@ ACCESS = {
     "report_feed": {"BillingTable"},
     "audit_feed": {"BillingTable"},
     "mail_feedback": {"BillingTable"},
+    "einvoice_drop": {"BillingTable", "EInvoiceBucket/objects"},
 }
 # The actions a policy may grant, by kind of resource: item-level data access
 # only (no Scan, no table or queue administration).
@@ -58,6 +59,8 @@ ACTIONS = {
     "secret": {"ssm:GetParameter"},
     "kms": {"kms:Decrypt"},
     "ses": {"ses:SendEmail", "ses:SendRawEmail"},
+    # The e-invoice drop writes its documents; never reads, lists or deletes.
+    "objects": {"s3:PutObject"},
     # The console's staff accounts: made, removed, signed in; never listed.
     "user_pool": {"cognito-idp:AdminCreateUser", "cognito-idp:AdminDeleteUser", "cognito-idp:AdminGetUser",
                   "cognito-idp:AdminInitiateAuth", "cognito-idp:AdminSetUserPassword"},
@@ -110,7 +113,11 @@ def grants(statement: dict, stage: str) -> list[tuple[str, str]]:
             found.append((kind, logical_id))
             continue
         sub = resource["Fn::Sub"]
-        if match := re.fullmatch(r"\$\{(\w+)\.Arn\}/index/(\*|\w+)", sub):
+        if match := re.fullmatch(r"\$\{(\w+)\.Arn\}/\*", sub):
+            bucket = match.group(1)
+            assert template[bucket]["Type"] == "AWS::S3::Bucket", text
+            found.append(("objects", f"{bucket}/objects"))
+        elif match := re.fullmatch(r"\$\{(\w+)\.Arn\}/index/(\*|\w+)", sub):
             table, index = match.groups()
             assert template[table]["Type"] == "AWS::DynamoDB::Table", text
             found.append(("index", table if index == "*" else f"{table}/index/{index}"))
