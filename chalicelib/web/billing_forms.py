@@ -1,6 +1,7 @@
-"""What the console's billing forms (a subscription's page, console_billing.py;
-an invoice's, console_invoices.py) share: one-time form tokens, a post run
-once per token (the API's Idempotency-Key mechanism, `http.once_per_key`),
+"""What the console's forms share: one-time form tokens and a post run once
+per token (`once_per_form`, every form of the console); and for the billing
+forms (a subscription's page, console_billing.py; an invoice's,
+console_invoices.py): a post run once per token (the API's Idempotency-Key mechanism, `http.once_per_key`),
 the API's request models checking the form, and errors as a person reads
 them beside the input they are about, or on the page when the state
 refuses.
@@ -51,12 +52,27 @@ def form_token(visit: Visit) -> str:
     return token
 
 
+def once_per_form(visit: Visit, run, reused):
+    """`run()` once per form token (`http.once_per_key`): a second post of the
+    same form (a double click) gets the first one's answer; the same token
+    sent with other values (an old tab, the back button) is answered by
+    `reused()`, and what the first post made stands."""
+    from chalicelib.api.http import once_per_key
+
+    token = form_token(visit)
+    try:
+        return once_per_key(visit, f"console-form:{token}", run, wait_seconds=DOUBLE_POST_WAIT_SECONDS)
+    except Conflict as error:
+        if error.code != "idempotency_mismatch":
+            raise
+        return reused()
+
+
 def run_form(visit: Visit, form: str | None, fields: dict[str, str], run, *, done_at: str, again):
     """`run()` once per form token, answered by a redirect to `done_at`
     with the text key it returns; `again(errors=... | problem=..., status=...)`
     renders the page again when the input is wrong (400) or the state
     refuses (409). A second post of the same token gets the first answer."""
-    from chalicelib.api.http import once_per_key
 
     def attempt():
         try:
@@ -80,13 +96,7 @@ def run_form(visit: Visit, form: str | None, fields: dict[str, str], run, *, don
             return again(problem=text(visit.lang, "billing_card_declined", code=error.code), status=402)
         return redirect(f"{done_at}?done={done}")
 
-    token = form_token(visit)
-    try:
-        return once_per_key(visit, f"console-form:{token}", attempt, wait_seconds=DOUBLE_POST_WAIT_SECONDS)
-    except Conflict as error:
-        if error.code != "idempotency_mismatch":
-            raise
-        return again(problem=text(visit.lang, "billing_form_used"), status=409)
+    return once_per_form(visit, attempt, lambda: again(problem=text(visit.lang, "billing_form_used"), status=409))
 
 
 def field_of(fields: dict[str, str], param: str | None) -> str | None:

@@ -9,21 +9,21 @@ Forms are checked with the API's request models (api/customers.py,
 api/subscriptions.py), field by field, so an error shows beside the input
 the API's `param` names, with the API's words. The walk-in form carries a
 one-time token, generated when it is rendered: its post runs once, through
-the API's Idempotency-Key mechanism (`http.once_per_key`), and a second
+the API's Idempotency-Key mechanism (`billing_forms.once_per_form`), and a second
 post of the same form (a double click) is answered with the first one's
 answer, so it makes one customer.
 """
 from __future__ import annotations
 
-import secrets
 from datetime import date, datetime, timezone
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from chalice import Blueprint
 
-from chalicelib.domain.errors import BillingError, Conflict, InvalidRequest, NotFound
+from chalicelib.domain.errors import BillingError, InvalidRequest, NotFound
 from chalicelib.domain.lifecycle import STATUSES
+from chalicelib.web.billing_forms import new_form_token, once_per_form
 from chalicelib.web.pages import Visit, page, redirect
 from chalicelib.web.render import render, text
 
@@ -32,10 +32,6 @@ blueprint = Blueprint(__name__)
 PAGE_SIZE = 25
 CUSTOMER_FIELDS = ("name", "email", "country", "external_id", "locale")
 LOCALES = ("fr", "en")
-# A form token is `secrets.token_urlsafe(18)`: 24 characters.
-FORM_TOKEN_CHARS = (16, 64)
-# How long a second post of the walk-in form waits for the first one's answer.
-DOUBLE_POST_WAIT_SECONDS = 8.0
 PLACEHOLDER_CUSTOMER = "cus_" + "0" * 26
 
 
@@ -98,23 +94,14 @@ def new_customer_form(visit: Visit):
 
 @page(blueprint, "/console/customers/new", methods=("POST",), action="serve")
 def create_walk_in_customer(visit: Visit):
-    from chalicelib.api.http import once_per_key
-
-    token = visit.form("form_token")
-    if not FORM_TOKEN_CHARS[0] <= len(token) <= FORM_TOKEN_CHARS[1]:
-        raise InvalidRequest("this form has expired; open it again", param="form_token")
-    try:
-        return once_per_key(visit, f"console-form:{token}", lambda: _create_walk_in(visit),
-                            wait_seconds=DOUBLE_POST_WAIT_SECONDS)
-    except Conflict as error:
-        if error.code != "idempotency_mismatch":
-            raise
-        # This form was sent before with other values (an old tab, the back
-        # button): what it made stands; the values are offered again.
+    def reused():
+        # What the first post made stands; the values are offered again.
         values = {name: visit.form(name) for name in (*CUSTOMER_FIELDS, "offer_id", "start_at")}
         values["tax_exempt"] = visit.form("tax_exempt") == "on"
         return _walk_in_form(visit, values=values, status=409,
                              errors={"form_token": text(visit.lang, "customers_form_used")})
+
+    return once_per_form(visit, lambda: _create_walk_in(visit), reused)
 
 
 def _create_walk_in(visit: Visit):
@@ -219,7 +206,7 @@ def _walk_in_form(visit: Visit, *, values: dict, errors: dict | None = None, sta
     return render(visit, "customer_new.html", status=status, values=values, errors=errors or {},
                   offers=[o for o in catalog if o["status"] == "active"], locales=LOCALES,
                   # A new token for every rendering: a corrected form is a new request.
-                  form_token=secrets.token_urlsafe(18))
+                  form_token=new_form_token())
 
 
 # ---------------------------------------------------------------------------
@@ -239,21 +226,12 @@ def new_subscription_form(visit: Visit, customer_id: str):
 def subscribe_customer(visit: Visit, customer_id: str):
     """The form's post, once per form token (as the walk-in form's): a
     double click makes one subscription."""
-    from chalicelib.api.http import once_per_key
     from chalicelib.services import customers
 
     customer = customers.get_customer(visit.merchant_id, customer_id)
-    token = visit.form("form_token")
-    if not FORM_TOKEN_CHARS[0] <= len(token) <= FORM_TOKEN_CHARS[1]:
-        raise InvalidRequest("this form has expired; open it again", param="form_token")
-    try:
-        return once_per_key(visit, f"console-form:{token}", lambda: _subscribe(visit, customer),
-                            wait_seconds=DOUBLE_POST_WAIT_SECONDS)
-    except Conflict as error:
-        if error.code != "idempotency_mismatch":
-            raise
-        return _subscription_form(visit, customer, values=_subscription_values(visit), status=409,
-                                  errors={"form_token": text(visit.lang, "customers_subscribe_form_used")})
+    return once_per_form(visit, lambda: _subscribe(visit, customer), lambda: _subscription_form(
+        visit, customer, values=_subscription_values(visit), status=409,
+        errors={"form_token": text(visit.lang, "customers_subscribe_form_used")}))
 
 
 def _subscription_values(visit: Visit) -> dict:
@@ -289,7 +267,7 @@ def _subscription_form(visit: Visit, customer: dict, *, values: dict, errors: di
     catalog, _ = offers.list_offers(visit.merchant_id, limit=100)
     return render(visit, "subscription_new.html", status=status, customer=customer, values=values,
                   errors=errors or {}, offers=[o for o in catalog if o["status"] == "active"],
-                  form_token=secrets.token_urlsafe(18))
+                  form_token=new_form_token())
 
 
 # ---------------------------------------------------------------------------

@@ -13,7 +13,6 @@ rendered again from what was checked, so an error's row is the row shown.
 from __future__ import annotations
 
 import re
-import secrets
 from datetime import date, datetime, timezone
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -21,6 +20,7 @@ from zoneinfo import ZoneInfo
 from chalice import Blueprint
 
 from chalicelib.domain.errors import Conflict, InvalidRequest
+from chalicelib.web.billing_forms import new_form_token, once_per_form
 from chalicelib.web.pages import Visit, page, redirect
 from chalicelib.web.render import render, text
 
@@ -38,9 +38,6 @@ OFFER_INPUTS = ("code", "name", "currency", "billing_interval", "interval_count"
 ROW_GROUPS = ("components", "options")
 # A comma typed as the decimal mark ("1,20") is the decimal the API reads ("1.20").
 _DECIMAL_COMMA = re.compile(r"^-?\d+,\d+$")
-# A form token is `secrets.token_urlsafe(18)`: 24 characters.
-FORM_TOKEN_CHARS = (16, 64)
-DOUBLE_POST_WAIT_SECONDS = 8.0
 NOTICES = {"offers_created": "ok", "offers_version_added": "ok", "offers_archived": "ok"}
 
 
@@ -93,20 +90,12 @@ def new_offer_form(visit: Visit):
 
 @page(blueprint, "/console/offers/new", methods=("POST",), action="serve")
 def create_offer_from_form(visit: Visit):
-    from chalicelib.api.http import once_per_key
-
     typed = typed_rows(visit)
     grown = _added_row(visit, typed)
     if grown is not None:
         return _offer_form(visit, grown)
-    try:
-        return once_per_key(visit, f"console-form:{_form_token(visit)}", lambda: _create(visit, typed),
-                            wait_seconds=DOUBLE_POST_WAIT_SECONDS)
-    except Conflict as error:
-        if error.code != "idempotency_mismatch":
-            raise
-        # Sent before with other values (an old tab): what it made stands.
-        return _offer_form(visit, typed, {"form": text(visit.lang, "offers_form_used")}, status=409)
+    return once_per_form(visit, lambda: _create(visit, typed), lambda: _offer_form(
+        visit, typed, {"form": text(visit.lang, "offers_form_used")}, status=409))
 
 
 def _create(visit: Visit, typed: dict):
@@ -126,7 +115,7 @@ def _create(visit: Visit, typed: dict):
 
 def _offer_form(visit: Visit, values: dict, errors: dict | None = None, *, status: int = 200):
     return render(visit, "offer_new.html", status=status, values=shown(values), errors=errors or {},
-                  names=_names(values), intervals=INTERVALS, types=FORM_TYPES, form_token=secrets.token_urlsafe(18))
+                  names=_names(values), intervals=INTERVALS, types=FORM_TYPES, form_token=new_form_token())
 
 
 # ---------------------------------------------------------------------------
@@ -154,7 +143,6 @@ def archive_offer_from_console(visit: Visit, offer_id: str):
 
 @page(blueprint, "/console/offers/{offer_id}/versions", methods=("POST",), action="serve")
 def add_offer_version(visit: Visit, offer_id: str):
-    from chalicelib.api.http import once_per_key
     from chalicelib.services import merchants, offers
 
     offer = offers.get_offer(visit.merchant_id, offer_id)
@@ -164,14 +152,8 @@ def add_offer_version(visit: Visit, offer_id: str):
     grown = _added_row(visit, typed)
     if grown is not None:
         return _offer_page(visit, offer, merchant, grown)
-    try:
-        return once_per_key(visit, f"console-form:{_form_token(visit)}",
-                            lambda: _add_version(visit, offer, merchant, typed),
-                            wait_seconds=DOUBLE_POST_WAIT_SECONDS)
-    except Conflict as error:
-        if error.code != "idempotency_mismatch":
-            raise
-        return _offer_page(visit, offer, merchant, typed, {"form": text(visit.lang, "offers_form_used")}, status=409)
+    return once_per_form(visit, lambda: _add_version(visit, offer, merchant, typed), lambda: _offer_page(
+        visit, offer, merchant, typed, {"form": text(visit.lang, "offers_form_used")}, status=409))
 
 
 def _add_version(visit: Visit, offer: dict, merchant: dict, values: dict):
@@ -219,7 +201,7 @@ def _offer_page(visit: Visit, offer: dict, merchant: dict, values: dict, errors:
         values=shown(values), extras=extras, kept=[_kept(current.get(row.get("code")), row) for row in rows],
         errors=errors or {}, names=_names(values, extra=("effective_from",)), types=FORM_TYPES,
         may_serve=visit.session.may("serve"),
-        notice=(done, NOTICES[done]) if done in NOTICES else None, form_token=secrets.token_urlsafe(18),
+        notice=(done, NOTICES[done]) if done in NOTICES else None, form_token=new_form_token(),
     )
 
 
@@ -412,13 +394,6 @@ def _added_row(visit: Visit, typed: dict) -> dict | None:
     grown = dict(typed)
     grown[group] = [*(typed.get(group) or []), {"type": "flat"} if group == "components" else {}]
     return grown
-
-
-def _form_token(visit: Visit) -> str:
-    token = visit.form("form_token")
-    if not FORM_TOKEN_CHARS[0] <= len(token) <= FORM_TOKEN_CHARS[1]:
-        raise InvalidRequest("this form has expired; open it again", param="form_token")
-    return token
 
 
 def _next_month(merchant: dict) -> str:
