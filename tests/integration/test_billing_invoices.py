@@ -7,7 +7,6 @@ The helpers, the clock's start and atomic_dynamodb are test_billing.py's."""
 from __future__ import annotations
 
 import json
-import threading
 from datetime import timedelta
 from decimal import Decimal
 
@@ -17,6 +16,7 @@ from chalicelib import jobs, payments
 from chalicelib.services import collecting, invoices, issuing
 from chalicelib.store import customers as customer_store
 from chalicelib.store import invoices as invoice_store
+from tests.integration.test_concurrency import run_threads
 from tests.integration.test_billing import (  # noqa: F401  (atomic_dynamodb and clock_start are fixtures)
     CARD_DECLINED_ON_CHARGE, CARD_OK, DEC_1, JAN_1, NOV_1, atomic_dynamodb, bill, charges_of, clock_start,
     invoices_of, iso, new_customer, pdf_text, save_card, simple_offer, subscribe,
@@ -76,21 +76,9 @@ def test_numbers_are_gapless_under_concurrent_finalization(merchant, clock, atom
         assert invoice_store.save_draft(record)
         drafts.append(record)
     assert not invoice_store.save_draft(drafts[0])  # its id exists: never a second invoice
-    start = threading.Barrier(len(drafts))
-    errors = []
-
-    def finalize(record):
-        try:
-            start.wait(30)
-            invoice_store.finalize(record, prefix="OD", year=2026, finalized_at=iso(NOV_1), new=False)
-        except Exception as error:  # noqa: BLE001 - reported below
-            errors.append(error)
-
-    threads = [threading.Thread(target=finalize, args=(record,)) for record in drafts]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
+    errors = run_threads(lambda record: invoice_store.finalize(record, prefix="OD", year=2026,
+                                                               finalized_at=iso(NOV_1), new=False),
+                         [(record,) for record in drafts])
     assert not errors, errors
     numbers = sorted(invoice_store.get_invoice(merchant_id, r.invoice_id).number for r in drafts)
     assert numbers == [f"OD2026-{n:06d}" for n in range(1, 13)]
@@ -107,21 +95,7 @@ def test_invoices_of_many_subscriptions_billed_at_once_take_consecutive_numbers(
     offer_id = simple_offer(merchant)
     subs = [subscribe(merchant, new_customer(merchant, name=f"Labo {n}"), offer_id, start_at=iso(NOV_1))
             for n in range(6)]
-    errors = []
-    start = threading.Barrier(len(subs))
-
-    def run(sub):
-        try:
-            start.wait(30)
-            bill(merchant, sub["id"])
-        except Exception as error:  # noqa: BLE001 - reported below
-            errors.append(error)
-
-    threads = [threading.Thread(target=run, args=(sub,)) for sub in subs]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
+    errors = run_threads(lambda sub: bill(merchant, sub["id"]), [(sub,) for sub in subs])
     assert not errors, errors
     numbers = sorted(i["number"] for i in merchant.get("/invoices?limit=100").json["data"])
     assert numbers == [f"OD2026-{n:06d}" for n in range(1, 7)]
