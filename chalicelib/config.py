@@ -49,6 +49,9 @@ class Settings:
     # The S3 bucket the e-invoices are dropped in for the merchants'
     # e-invoicing platforms (services/einvoices.py); empty: no drop.
     einvoice_bucket: str = ""
+    # The webhook queue: events from the bus and the attempts the retry job
+    # queues (services/webhooks.py).
+    webhook_queue_url: str = ""
 
     @property
     def is_local(self) -> bool:
@@ -103,6 +106,7 @@ def settings() -> Settings:
         # A console session ends this long after sign-in, used or not.
         console_session_hours=_within("CONSOLE_SESSION_HOURS", env.get("CONSOLE_SESSION_HOURS", "10"), 1, 24),
         einvoice_bucket=env.get("EINVOICE_BUCKET", ""),
+        webhook_queue_url=env.get("WEBHOOK_QUEUE_URL", ""),
     )
 
 

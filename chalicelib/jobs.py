@@ -53,9 +53,15 @@ def billing_scheduler(now: datetime | None = None, inline: bool = False) -> dict
     """Enqueue every subscription whose next boundary is due by `now`."""
     from chalicelib.services import issuing
 
+    from chalicelib.services import price_changes
+
     now = now or clock().now()
     messages = issuing.due_billing_messages(now)
-    return _dispatch("billing_scheduler", messages, inline)
+    # The notices of price changes whose time came: one customer alert each
+    # (queued for send_notifications), before the boundaries they announce.
+    notices = price_changes.send_due_notices(now)
+    result = _dispatch("billing_scheduler", messages, inline)
+    return {**result, "price_notices": notices} if notices["due"] else result
 
 
 @acting_as(job_actor("dunning_scheduler"))
@@ -302,12 +308,61 @@ def einvoice_drop(event: dict, context: Any = None) -> dict:
     return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
 
 
+# -- merchant webhooks -------------------------------------------------------------
+
+
+@acting_as(job_actor("webhook_dispatch"))
+def webhook_dispatch(event: dict, context: Any = None) -> dict:
+    """The webhook queue's consumer: each record is a domain event of the bus
+    (WebhookRule: every `source` billing event), delivered to the merchant's
+    endpoints that listen to it, or an attempt the retry job queued
+    (services/webhooks.py). A receiver's failure is the delivery's, retried
+    on its schedule; only a failure of ours fails the record."""
+    from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+
+    from chalicelib.services import webhooks
+
+    def record_handler(record) -> dict | None:
+        return webhooks.handle_message(json.loads(record.body))
+
+    processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+    return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
+
+
+@acting_as(job_actor("webhook_scheduler"))
+def webhook_scheduler(now: datetime | None = None, inline: bool = False) -> dict:
+    """Every 5 minutes: the webhook deliveries owed an attempt (a retry whose
+    time came, or one whose sender died) queued for webhook_dispatch."""
+    from chalicelib.services import webhooks
+
+    return webhooks.run_due_attempts(now or clock().now(), inline)
+
+
+@acting_as(job_actor("commission_feed"))
+def commission_feed(event: dict, context: Any = None) -> dict:
+    """The commission queue's consumer: each record is a domain event of the
+    bus (`invoice.paid`, `credit_note.created`, `credit_note.refunded`,
+    through CommissionRule), whose invoice's accruals and reversals are
+    booked once each (services/commissions.accrue_for_event). A failure
+    fails the record alone; it comes back, then waits in the dead-letter queue."""
+    from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+
+    from chalicelib.services import commissions
+
+    def record_handler(record) -> dict | None:
+        return commissions.accrue_for_event(json.loads(record.body))
+
+    processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+    return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
+
+
 # -- the registry -----------------------------------------------------------------
 
 SCHEDULED_JOBS: tuple[ScheduledJob, ...] = (
     ScheduledJob("billing_scheduler", 15, billing_scheduler),
     ScheduledJob("dunning_scheduler", 60, dunning_scheduler),
     ScheduledJob("card_expiry_scan", 24 * 60, card_expiry_scan),
+    ScheduledJob("webhook_scheduler", 5, webhook_scheduler),
 )
 
 
@@ -341,7 +396,7 @@ def run_jobs_fallen_due(before: datetime, now: datetime, inline: bool = True) ->
 # -- reports ---------------------------------------------------------------------
 
 
-# The event source of report_feed and audit_feed as chalice sees it: names
+# The event source of report_feed and change_feed as chalice sees it: names
 # the template's table (logical id); the packager replaces it with that
 # table's StreamArn, as it replaces a queue's name with the queue's ARN.
 BILLING_TABLE_STREAM = "arn:aws:dynamodb:::table/BillingTable/stream/packaged"
@@ -359,15 +414,23 @@ def report_feed(event: dict, context: Any = None) -> dict:
     return {"batchItemFailures": [{"itemIdentifier": sequence} for sequence in failed]}
 
 
-# -- audit trail -------------------------------------------------------------------
+# -- audit trail and domain events ---------------------------------------------------
 
 
-@acting_as(job_actor("audit_feed"))
-def audit_feed(event: dict, context: Any = None) -> dict:
-    """The billing table stream's second consumer: one audit entry per change
-    of an audited record (services/audit.py). Failures are reported from the
-    first failed record on, as report_feed does."""
-    from chalicelib.services import audit
+@acting_as(job_actor("change_feed"))
+def change_feed(event: dict, context: Any = None) -> dict:
+    """The billing table stream's second consumer: for each change, its audit
+    entry (services/audit.py) and then its domain events
+    (services/domain_events.py). Both are idempotent per stream record (an
+    entry put only if absent; events with ids derived from the record), so
+    a record handed again redoes nothing twice. Failures are reported from
+    the first failed record on, as report_feed does."""
+    from chalicelib.services import audit, domain_events
 
-    failed = audit.feed_audit(event.get("Records", []))
-    return {"batchItemFailures": [{"itemIdentifier": sequence} for sequence in failed]}
+    records = event.get("Records", [])
+    failed = audit.feed_audit(records)
+    if failed:
+        records = records[:[r["dynamodb"]["SequenceNumber"] for r in records].index(failed[0])]
+    failed_events = domain_events.feed_events(records)
+    first = failed_events or failed
+    return {"batchItemFailures": [{"itemIdentifier": sequence} for sequence in first[:1]]}

@@ -2,13 +2,10 @@
 events to Amazon EventBridge, and e-mail through Amazon SES (`send_email`,
 used by the alerts' consumer of the notifications queue only).
 
-Events are published after the change they describe is written, and a
-failed publish never fails the change: the write is the fact, the event is
-news of it. A publish that fails is logged with its whole entry (so it can be
-replayed by hand) and counted in the `EventPublishFailed` metric. Delivery is
-therefore at most once for now; when merchants need every event, an outbox
-record written in the change's own transaction and drained by a stream
-handler makes it at least once without touching the callers.
+Domain events are derived from committed writes (services/domain_events.py
+reads them from the billing table's stream) and put here with the stable
+id they carry in `detail.event_id`: a put that fails raises, and the stream
+hands the record again, so every event is delivered at least once.
 """
 from __future__ import annotations
 
@@ -19,6 +16,8 @@ from chalicelib.config import settings
 from chalicelib.observability import logger, metrics
 
 SOURCE = "billing"
+# PutEvents takes at most 10 entries a request.
+MAX_ENTRIES_PER_PUT = 10
 
 def _events():
     from chalicelib import aws
@@ -26,29 +25,32 @@ def _events():
     return aws.client("events")
 
 
-def publish_event(detail_type: str, detail: dict, merchant_id: str) -> bool:
-    """Publish one domain event (`source` billing) on the billing bus.
-
-    `detail_type` names what happened (`subscription.canceled`); `detail`
-    is JSON-able and gets `merchant_id` added, so a merchant's rule can
-    match its own events. Returns whether EventBridge accepted the event;
-    never raises for a delivery problem."""
-    entry = {
+def put_domain_events(events) -> None:
+    """Put domain events (services/domain_events.py `DomainEvent`) on the
+    billing bus, `source` billing, `detail-type` what happened
+    (`invoice.paid`), `detail` the entity with `merchant_id` and
+    `event_id` added (a merchant's rule matches its own events; consumers
+    keep one effect per id). Raises unless EventBridge accepted them all:
+    the caller's stream record is then handed again, with the same ids."""
+    entries = [{
         "Source": SOURCE,
-        "DetailType": detail_type,
-        "Detail": json.dumps({**detail, "merchant_id": merchant_id}, separators=(",", ":"), default=str),
+        "DetailType": event.detail_type,
+        "Detail": json.dumps({**event.detail, "merchant_id": event.merchant_id, "event_id": event.event_id},
+                             separators=(",", ":"), default=str),
+        "Time": event.at,
         "EventBusName": settings().event_bus_name,
-    }
-    try:
-        answer = _events().put_events(Entries=[entry])
-        failed = answer.get("FailedEntryCount", 0)
-        if failed:
-            raise RuntimeError(f"EventBridge refused the event: {answer.get('Entries')}")
-    except Exception:  # any failure of delivery: the change itself is already written
-        logger.exception("domain event not published", extra={"event": _loggable(entry)})
-        metrics.add_metric(name="EventPublishFailed", unit="Count", value=1)
-        return False
-    return True
+    } for event in events]
+    for start in range(0, len(entries), MAX_ENTRIES_PER_PUT):
+        batch = entries[start:start + MAX_ENTRIES_PER_PUT]
+        answer = _events().put_events(Entries=batch)
+        if answer.get("FailedEntryCount", 0):
+            logger.warning("EventBridge refused domain events", extra={
+                "events": [_loggable(entry) for entry in batch], "answers": answer.get("Entries")})
+            raise EventsNotPublished(f"EventBridge refused {answer['FailedEntryCount']} event(s)")
+
+
+class EventsNotPublished(Exception):
+    """EventBridge did not accept every event of a put."""
 
 
 def _loggable(entry: dict[str, Any]) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from typing import Any, Iterator
 
 from chalicelib import config
 from chalicelib.domain.errors import BillingError
-from chalicelib.domain.money import to_minor
+from chalicelib.domain.money import currency_rule
 from chalicelib.observability import logger, metrics
 
 # (connect, read) seconds. With two retries and the library's back-off the
@@ -166,6 +166,9 @@ class Payment:
     metadata: dict = field(default_factory=dict)
     failure_code: str | None = None
     failure_message: str | None = None
+    # What a page hands Stripe.js to confirm the charge with the customer
+    # present (3-D Secure asked for by the bank).
+    client_secret: str | None = field(default=None, repr=False)
 
     @property
     def invoice_id(self) -> str | None:
@@ -342,6 +345,22 @@ def create_setup_intent(stripe_customer_id: str, *, merchant_id: str, customer_i
     return _setup_intent(_plain(intent))
 
 
+def create_checkout_setup_intent(*, merchant_id: str, checkout_session_id: str) -> SetupIntent:
+    """A SetupIntent for a checkout page, before any customer exists: the
+    card is attached to the Stripe customer once the checkout completes
+    (`attach_default_card`). Its metadata names the session, never a
+    customer, so the card webhooks leave it to the checkout."""
+    intent = _call(
+        "create setup intent", _client().v1.setup_intents.create,
+        params={
+            "usage": "off_session",
+            "payment_method_types": ["card"],
+            "metadata": {"merchant_id": merchant_id, "checkout_session_id": checkout_session_id},
+        },
+    )
+    return _setup_intent(_plain(intent))
+
+
 def retrieve_setup_intent(setup_intent_id: str) -> SetupIntent:
     """The SetupIntent as Stripe knows it: what the browser says is never trusted."""
     return _setup_intent(_plain(_call("retrieve setup intent", _client().v1.setup_intents.retrieve, setup_intent_id)))
@@ -403,6 +422,31 @@ def card_of(payment_method: dict) -> Card:
     )
 
 
+# -- amounts -----------------------------------------------------------------------
+
+
+def stripe_amount(amount: Decimal, currency: str) -> int:
+    """`amount` (major units) as the integer Stripe reads, by the rules of
+    money.CURRENCIES: EUR 12.50 -> 1250, JPY 1250 -> 1250, KWD 5.120 -> 5120,
+    ISK 5 -> 500. Never rounds: the invoice rounded once, to an amount
+    Stripe can take (money.round_billed); one that is not is a bug, and a
+    ValueError here rather than a different amount at Stripe."""
+    rule = currency_rule(currency)
+    scaled = amount.scaleb(rule.stripe_exponent)
+    if scaled != scaled.to_integral_value() or int(scaled) % rule.stripe_step:
+        raise ValueError(f"{amount} {currency} is not an amount Stripe can take "
+                         f"(multiples of {rule.quantum} {currency})")
+    return int(scaled)
+
+
+def amount_from_stripe(minor: int, currency: str) -> Decimal:
+    """The inverse of `stripe_amount`: 5120 KWD -> Decimal("5.120"), 500 ISK -> Decimal("5")."""
+    if isinstance(minor, bool) or not isinstance(minor, int):
+        raise TypeError("Stripe amounts are an int")
+    rule = currency_rule(currency)
+    return Decimal(minor).scaleb(-rule.stripe_exponent).quantize(Decimal(1).scaleb(-rule.decimals))
+
+
 # -- charges -----------------------------------------------------------------------
 
 
@@ -436,7 +480,7 @@ def charge_invoice(
     has not answered yet."""
     if attempt < 1:
         raise ValueError("attempts are counted from 1")
-    minor = to_minor(amount, currency)
+    minor = stripe_amount(amount, currency)
     if minor <= 0:
         raise ValueError("only a positive amount is charged; a zero invoice is paid without Stripe")
     intent = _call(
@@ -521,6 +565,7 @@ def payment_of(intent: dict) -> Payment:
         metadata=dict(intent.get("metadata") or {}),
         failure_code=error.get("decline_code") or error.get("code"),
         failure_message=error.get("message"),
+        client_secret=intent.get("client_secret"),
     )
 
 
@@ -535,7 +580,7 @@ def refund(payment_intent_id: str, *, idempotency_key: str, amount: Decimal | No
     if amount is not None:
         if currency is None:
             raise ValueError("a partial refund needs its currency")
-        params["amount"] = to_minor(amount, currency)
+        params["amount"] = stripe_amount(amount, currency)
     if metadata:
         params["metadata"] = dict(metadata)
     result = _plain(_call("create refund", _client().v1.refunds.create, params=params,

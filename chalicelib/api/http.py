@@ -24,6 +24,7 @@ from chalicelib.config import settings
 from chalicelib.domain.errors import (
     BillingError,
     Conflict,
+    Forbidden,
     InvalidRequest,
     RateLimited,
     invalid_request_from_validation_error,
@@ -43,6 +44,9 @@ class Call:
     request: Any
     request_id: str
     merchant_id: str | None = None
+    # Set when the key is a reseller's (a route with `resellers=True`):
+    # the view limits what it reads and writes to that reseller's customers.
+    reseller_id: str | None = None
 
     def body(self, model: type[Model]) -> Model:
         """The JSON body validated by `model`; any problem is a 400 naming the field."""
@@ -194,6 +198,8 @@ class Route:
     # the document is built), or the media type of a non-JSON answer.
     response: str | None
     content_types: tuple[str, ...]
+    # Whether a reseller's key may call it (limited to its own customers).
+    resellers: bool = False
 
 
 def route_table(app) -> list[Route]:
@@ -217,6 +223,7 @@ def endpoint(
     content_types: list[str] | None = None,
     response: str | None = None,
     actor: str = actor_names.CUSTOMER,
+    resellers: bool = False,
 ) -> Callable:
     """Register `view(call, **path_params)` as a route.
 
@@ -228,7 +235,9 @@ def endpoint(
     `status`) or a chalice Response of its own (HTML, PDF). `response` names
     the answer's model in chalicelib/api/responses.py (or a media type such
     as "application/pdf"); the request's model is the one the view passes to
-    `call.body()`, found by chalicelib/api/openapi.py."""
+    `call.body()`, found by chalicelib/api/openapi.py. `resellers`: a
+    reseller's key may call it too (`call.reseller_id` set); on any other
+    merchant route such a key is 403."""
     if auth not in ("merchant", "operator", "public"):
         raise ValueError(auth)
 
@@ -240,7 +249,7 @@ def endpoint(
             logger.append_keys(request_id=request_id)
             call = Call(request=request, request_id=request_id)
             try:
-                with acting_as(_authenticate(call, auth) or actor):
+                with acting_as(_authenticate(call, auth, resellers) or actor):
                     idempotency_key = (request.headers or {}).get("idempotency-key")
                     if request.method == "POST" and idempotency_key is not None and auth != "public":
                         return _idempotent(call, idempotency_key, lambda: _run(view, call, path_params, status))
@@ -258,7 +267,7 @@ def endpoint(
                 return internal_error_response(request_id)
 
         handle.routes = {
-            method: Route(path, method, auth, status, view, response, tuple(content_types or JSON_TYPES))
+            method: Route(path, method, auth, status, view, response, tuple(content_types or JSON_TYPES), resellers)
             for method in methods
         }
         blueprint.route(path, methods=list(methods), content_types=content_types or JSON_TYPES)(handle)
@@ -273,14 +282,18 @@ def _throttled(error: Exception) -> bool:
     return is_throttled(error)
 
 
-def _authenticate(call: Call, auth: str) -> str | None:
+def _authenticate(call: Call, auth: str, resellers: bool = False) -> str | None:
     """Check the caller's key; returns who the request acts for (the key by
-    its public prefix, never the key), or None for a public route."""
+    its public prefix, never the key), or None for a public route. A
+    reseller's key is refused (403) where `resellers` is not set."""
     from chalicelib.services import merchants
 
     if auth == "merchant":
         key = bearer_key(call.request)
-        call.merchant_id = merchants.authenticate_merchant(key)
+        call.merchant_id, call.reseller_id = merchants.authenticate_key(key)
+        if call.reseller_id is not None and not resellers:
+            raise Forbidden("a reseller's key reads and creates only its customers and their subscriptions",
+                            code="reseller_key")
         actor = actor_names.key_actor(merchants.key_prefix(key))
         logger.append_keys(merchant_id=call.merchant_id, actor=actor)
         return actor
@@ -339,6 +352,8 @@ def _idempotent(call: Call, key: str, run: Callable[[], Response]) -> Response:
         return {"status": response.status_code, "body": response.body, "headers": dict(response.headers)}
 
     scope = call.merchant_id or "operator"
+    if getattr(call, "reseller_id", None):
+        scope = f"{scope}#{call.reseller_id}"
     config = IdempotencyConfig(
         event_key_jmespath="key",
         payload_validation_jmespath="fingerprint",

@@ -47,3 +47,30 @@ def add_version(call: Call, offer_id: str):
     from chalicelib.services import offers
 
     return offers.add_version(call.merchant_id, offer_id, call.body(OfferVersion))
+
+
+@endpoint(blueprint, "/offers/{offer_id}/price-changes", methods=("POST",), status=201, response="PriceChange")
+def schedule_price_change(call: Call, offer_id: str):
+    from chalicelib.domain.catalog import PriceChange
+    from chalicelib.services import price_changes
+
+    body = call.body(PriceChange)
+    version = {name: getattr(body.version, name) for name in body.version.model_fields_set}
+    return price_changes.schedule_price_change(call.merchant_id, offer_id, {
+        "version": version, "effective_at": body.effective_at, "existing": body.existing,
+        "notice_days": body.notice_days})
+
+
+@endpoint(blueprint, "/offers/{offer_id}/price-changes", response="PriceChangeList")
+def list_price_changes(call: Call, offer_id: str):
+    from chalicelib.services import price_changes
+
+    return listing(price_changes.list_price_changes(call.merchant_id, offer_id), None)
+
+
+@endpoint(blueprint, "/offers/{offer_id}/price-changes/{price_change_id}/cancel", methods=("POST",),
+          response="PriceChange")
+def cancel_price_change(call: Call, offer_id: str, price_change_id: str):
+    from chalicelib.services import price_changes
+
+    return price_changes.cancel_price_change(call.merchant_id, offer_id, price_change_id)

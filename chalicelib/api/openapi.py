@@ -223,15 +223,23 @@ def _responses(route: Route, answer, refs) -> dict:
                 "application/json": {"schema": {"$ref": REF.format(model="Error")}}}}
             if route.path == "/console/login":
                 responses["401"] = {"description": "The e-mail and password were refused", "content": page}
-    elif answer == "text/html":
+    if answer == "text/html" and not route.path.startswith("/console"):
         responses["410"] = {"description": "The link has expired", "content": success}
         responses["503"] = {"description": "The payment service is unavailable", "content": success}
+    elif "{token}" in route.path:
+        # A customer's link (checkout, portal) past its end.
+        responses["410"] = {"description": "The link has expired", "content": page or {
+            "application/json": {"schema": {"$ref": REF.format(model="Error")}}}}
     return responses
 
 
 def _is_page(route: Route) -> bool:
-    """A console page (chalicelib/web): HTML for a person, forms in."""
-    return route.path.startswith("/console")
+    """A web page (chalicelib/web: the console, the customer portal): HTML for a person, forms in
+    (the portal's card form posts JSON from its script, as the payment page does)."""
+    if route.path.startswith("/console"):
+        return True
+    return route.path.startswith("/portal") and (route.method == "GET" or "application/x-www-form-urlencoded"
+                                                 in route.content_types)
 
 
 def _summary(route: Route) -> str:

@@ -52,6 +52,14 @@ def show_page(call: Call, token: str):
                  stripe_origins=_origins(page.stripe_origin))
 
 
+def card_form_response(page: payment_page.PaymentPage, *, back_url: str | None = None) -> Response:
+    """The payment page's form for `page` (services/payment_page.page_for),
+    also the customer portal's "replace the card", which links back to it."""
+    context = _page_context(page)
+    context["back_url"] = back_url
+    return _html(200, "pay.html", context, nonce=secrets.token_urlsafe(16), stripe_origins=_origins(page.stripe_origin))
+
+
 @endpoint(blueprint, "/pay/{token}/complete", methods=("POST",), auth="public", response="CardSaved")
 def complete(call: Call, token: str):
     return payment_page.complete(token, call.body(CardSetupDone).setup_intent)
@@ -76,6 +84,7 @@ TEXTS = {
         "secure": "Your card details go directly to Stripe, our payment provider; "
                   "{merchant} never sees your card number.",
         "valid_until": "This link is valid until {date}.",
+        "back": "Back to your account",
         "months": ["January", "February", "March", "April", "May", "June", "July", "August", "September",
                    "October", "November", "December"],
         "errors": {
@@ -105,6 +114,7 @@ TEXTS = {
         "secure": "Vos données de carte sont transmises directement à Stripe, notre prestataire de paiement ; "
                   "{merchant} ne voit jamais votre numéro de carte.",
         "valid_until": "Ce lien est valable jusqu’au {date}.",
+        "back": "Retour à votre espace client",
         "months": ["janvier", "février", "mars", "avril", "mai", "juin", "juillet", "août", "septembre",
                    "octobre", "novembre", "décembre"],
         "errors": {

@@ -71,10 +71,16 @@ class Merchant(_Answer):
     default_currency: str
     alert_emails: list[str]
     tax_rates: dict[str, str]
+    accounts: dict[str, str] = Field(description="account number per role of the accounting exports "
+                                                 "(the French chart of accounts unless set)")
     invoice_prefix: str
     dunning_retry_days: list[int]
     locale: str
     timezone: str
+    price_lists: dict[str, str] | None = Field(None, description="country -> the currency its customers pay in")
+    fx_rates: dict[str, str] | None = Field(None, description="one unit of a currency in `default_currency`, "
+                                                              "for the reports' converted total")
+    fx_rates_set_at: dict[str, Time] | None = Field(None, description="when each rate was set")
     legal_name: str | None = Field(description="the registered name its invoices carry (else `name`)")
     address: Address | None
     siren: str | None = Field(description="French companies: the 9-digit SIREN")
@@ -120,6 +126,7 @@ class RemovedStaffUser(_Answer):
 class OfferVersionRef(_Answer):
     version: int
     effective_from: Time
+    canceled: bool | None = Field(None, description="true for a price change canceled before it took effect")
 
 
 class OfferObject(_Answer):
@@ -135,11 +142,30 @@ class OfferObject(_Answer):
     ladder: str | None
     tier_rank: int | None
     entitlements: list[str]
+    portal_upgrades: list[str] = Field(description="the offers the customer portal may switch to")
     components: list[dict[str, Any]] = Field(description="the latest version's components, as posted")
     options: list[dict[str, Any]] = Field(description="the latest version's options, as posted")
+    currency_options: dict[str, dict[str, Any]] | None = Field(
+        None, description="the latest version's prices in other currencies ({\"USD\": {\"components\", "
+                          "\"options\"}}), present when it has some")
     status: Literal["active", "archived"]
     version: int
     versions: list[OfferVersionRef]
+    created_at: Time
+
+
+class PriceChange(_Answer):
+    id: str = Field(examples=["prc_01jd3k5r8v6m2q9w4x7y0z1a2b"])
+    object: Literal["price_change"]
+    offer_id: str
+    version: int = Field(description="the offer version it scheduled")
+    effective_at: Time
+    existing: Literal["grandfather", "migrate"]
+    notice_days: int
+    status: Literal["scheduled", "effective", "canceled"]
+    notice_at: Time | None = Field(description="when the customers are e-mailed (migrate only)")
+    notice_sent_at: Time | None
+    canceled_at: Time | None
     created_at: Time
 
 
@@ -166,8 +192,11 @@ class Customer(_Answer):
     vat_number: str | None = Field(description="a business customer's VAT number; one of another EU member "
                                                "state than the merchant's makes its invoices reverse-charge")
     metadata: dict[str, str]
+    currency: str | None = Field(None, description="the currency its new subscriptions bill in, when set "
+                                                   "(else the merchant's price list for its country)")
     default_payment_method: Card | None
     credit_balances: dict[str, Money] = Field(description="credit per currency, used first by the next invoices")
+    reseller_id: str | None = Field(None, description="the reseller (a payee) that brought the customer")
     created_at: Time
 
 
@@ -427,10 +456,47 @@ class CurrencyFigures(_Answer):
     usage: dict[str, str] = Field(description="per meter, the quantity used in the month")
 
 
+class FxRateUsed(_Answer):
+    rate: str = Field(examples=["0.92"], description="one unit of the currency in the merchant's")
+    set_at: Time | None
+
+
+class ConvertedTotal(_Answer):
+    currency: str = Field(description="the merchant's default_currency")
+    mrr: Money
+    mrr_recurring: Money
+    mrr_usage: Money
+    arr: Money
+    invoiced: Money
+    collected: Money
+    outstanding: Money
+    usage_charges: Money
+    converted: list[str] = Field(description="currencies converted at the merchant's fx_rates")
+    not_converted: list[str] = Field(description="currencies without a rate: left out of the total")
+    rates: dict[str, FxRateUsed]
+
+
 class ReportSummary(_Answer):
     object: Literal["report"]
     month: str = Field(examples=["2026-10"])
     currencies: dict[str, CurrencyFigures]
+    total: ConvertedTotal | None = Field(None, description="present when a currency other than the merchant's "
+                                                           "has figures: the sums in default_currency")
+
+
+class RevenueFigures(_Answer):
+    recognized: Money = Field(description="revenue recognised in the month (net of tax): each invoice line "
+                                          "spread by day over its service period, credit notes reversing it")
+    invoiced: Money = Field(description="invoice lines finalized in the month, net of tax")
+    credited: Money = Field(description="credit notes (and voided invoices) of the month, net of tax")
+    deferred_at_start: Money = Field(description="invoiced - credited - recognised before the month")
+    deferred: Money = Field(description="deferred revenue at the month's end")
+
+
+class RevenueReport(_Answer):
+    object: Literal["revenue_report"]
+    month: str = Field(examples=["2026-11"])
+    currencies: dict[str, RevenueFigures]
 
 
 class UsageBucket(_Answer):
@@ -481,6 +547,10 @@ class StaffUserList(_List):
 
 class OfferList(_List):
     data: list[OfferObject]
+
+
+class PriceChangeList(_List):
+    data: list[PriceChange]
 
 
 class CustomerList(_List):

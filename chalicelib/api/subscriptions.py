@@ -13,7 +13,7 @@ from chalicelib.api.fields import STRICT, Code, ShortText
 from chalicelib.api.http import Call, endpoint, listing
 from chalicelib.domain.catalog import Instant
 from chalicelib.domain.whole_numbers import count_field
-from chalicelib.services import subscriptions
+from chalicelib.services import resellers, subscriptions
 
 blueprint = Blueprint(__name__)
 
@@ -85,16 +85,18 @@ class Empty(BaseModel):
     model_config = STRICT
 
 
-@endpoint(blueprint, "/subscriptions", methods=("POST",), status=201, response="Subscription")
+@endpoint(blueprint, "/subscriptions", methods=("POST",), status=201, response="Subscription", resellers=True)
 def create_subscription(call: Call):
     body = call.body(NewSubscription)
+    resellers.require_customer(call.merchant_id, body.customer_id, call.reseller_id)
     fields = body.model_dump()
     fields["phases"] = [phase.model_dump(exclude_none=True) for phase in body.phases]
     return subscriptions.create_subscription(call.merchant_id, fields, merchant_actor(call))
 
 
-@endpoint(blueprint, "/subscriptions", response="SubscriptionList")
+@endpoint(blueprint, "/subscriptions", response="SubscriptionList", resellers=True)
 def list_subscriptions(call: Call):
+    resellers.list_subscriptions_customer(call.query("customer_id"), call.merchant_id, call.reseller_id)
     items, next_cursor = subscriptions.list_subscriptions(
         call.merchant_id,
         customer_id=call.query("customer_id"),
@@ -105,9 +107,10 @@ def list_subscriptions(call: Call):
     return listing(items, next_cursor)
 
 
-@endpoint(blueprint, "/subscriptions/{subscription_id}", response="Subscription")
+@endpoint(blueprint, "/subscriptions/{subscription_id}", response="Subscription", resellers=True)
 def get_subscription(call: Call, subscription_id: str):
-    return subscriptions.get_subscription(call.merchant_id, subscription_id)
+    return resellers.require_subscription(
+        call.merchant_id, subscriptions.get_subscription(call.merchant_id, subscription_id), call.reseller_id)
 
 
 @endpoint(blueprint, "/subscriptions/{subscription_id}/change", methods=("POST",), response="Subscription")

@@ -146,7 +146,7 @@ def _currency(value: Any) -> str:
 CurrencyCode = Annotated[
     str,
     PlainValidator(_currency, json_schema_input_type=str),
-    WithJsonSchema({"type": "string", "pattern": "^[A-Z]{3}$", "examples": ["EUR"]}),
+    WithJsonSchema({"type": "string", "pattern": "^[A-Z]{3}$", "maxLength": 3, "examples": ["EUR"]}),
 ]
 
 _MODEL = ConfigDict(extra="forbid", strict=True, frozen=True)
@@ -289,6 +289,11 @@ class Terms(BaseModel):
         return None
 
 
+# Prices of the same terms in other currencies: {"USD": {"components", "options"}}.
+MAX_CURRENCY_OPTIONS = 30
+CurrencyOptions = Annotated[dict[CurrencyCode, Terms], Field(max_length=MAX_CURRENCY_OPTIONS)]
+
+
 class Offer(Terms):
     """`POST /offers`: an offer of the catalog with its first terms."""
 
@@ -302,6 +307,10 @@ class Offer(Terms):
     ladder: Code | None = None
     tier_rank: count_field(1, 1000) | None = None
     entitlements: Entitlements = []
+    currency_options: CurrencyOptions | None = None
+    # The offers the customer portal may switch this offer's subscriptions to.
+    portal_upgrades: Annotated[list[Annotated[str, StringConstraints(pattern=r"^off_[0-9a-z]{26}$")]],
+                               Field(max_length=20)] = []
 
     @property
     def interval(self) -> Interval:
@@ -311,11 +320,45 @@ class Offer(Terms):
     def terms(self) -> Terms:
         return Terms.model_construct(components=self.components, options=self.options)
 
+    def in_currency(self, currency: str) -> "Offer":
+        """This offer as it bills in `currency`: its own terms, or those of
+        `currency_options[currency]`; InvalidRequest on `currency` when it has none."""
+        if currency == self.currency:
+            return self
+        terms = (self.currency_options or {}).get(currency)
+        if terms is None:
+            raise InvalidRequest(
+                f"currency: offer {self.code!r} bills in {self.currency} and has no prices in {currency} "
+                "(add them as currency_options of a version)", param="currency")
+        return self.model_copy(update={"currency": currency, "components": terms.components,
+                                       "options": terms.options, "currency_options": None})
+
+
+class PriceChangeTerms(Terms):
+    """The terms of a price change's version (`version` of `POST /offers/{id}/price-changes`)."""
+
+    currency_options: CurrencyOptions | None = None
+
+
+class PriceChange(BaseModel):
+    """`POST /offers/{id}/price-changes`: a new version from `effective_at`,
+    and what existing subscriptions do (grandfather: keep their version;
+    migrate: move at their first boundary from then, their customers
+    e-mailed `notice_days` before)."""
+
+    model_config = _MODEL
+
+    version: PriceChangeTerms
+    effective_at: Instant
+    existing: Literal["grandfather", "migrate"]
+    notice_days: count_field(0, 365) | None = None
+
 
 class OfferVersion(Terms):
     """`POST /offers/{id}/versions`: new terms in force for periods starting at or after `effective_from`."""
 
     effective_from: Instant
+    currency_options: CurrencyOptions | None = None
 
 
 # ---------------------------------------------------------------------------
@@ -339,6 +382,7 @@ def parse_offer_version(data: Mapping, currency: str) -> OfferVersion:
     except ValidationError as error:
         raise invalid_request_from_validation_error(error) from None
     validate_terms(currency, version.components, version.options)
+    validate_currency_options(currency, version, version.currency_options)
     return version
 
 
@@ -349,7 +393,56 @@ def validate_offer(offer: Offer) -> None:
     if offer.tier_rank is not None and offer.ladder is None:
         raise InvalidRequest("tier_rank: only meaningful with a ladder", param="tier_rank")
     unique(offer.entitlements, "entitlements")
+    unique(offer.portal_upgrades, "portal_upgrades")
     validate_terms(offer.currency, offer.components, offer.options)
+    validate_currency_options(offer.currency, offer, offer.currency_options)
+
+
+def validate_currency_options(currency: str, terms: Terms, currency_options: Mapping | None) -> None:
+    """Each currency's prices obey the catalog's rules in that currency (its
+    minor unit) and price the very same components (code, type, meters) and
+    options as the main terms: a subscription chooses options and overrides
+    prices by code, and its usage is counted by meter, whatever its currency.
+    The InvalidRequest names the field (`currency_options.JPY.components[0].amount`)."""
+    for code, other in (currency_options or {}).items():
+        where = f"currency_options.{code}"
+        if code == currency:
+            raise InvalidRequest(f"{where}: {code} is the offer's own currency; its prices are the main terms",
+                                 param=where)
+        try:
+            validate_terms(code, other.components, other.options)
+        except InvalidRequest as error:
+            inner = error.param or "components"
+            raise InvalidRequest(f"{where}.{inner}: {error.message.split(': ', 1)[-1]}",
+                                 param=f"{where}.{inner}") from None
+        mains = [_shape(c) for c in terms.components]
+        for i, component in enumerate(other.components):
+            if i >= len(mains) or _shape(component) != mains[i]:
+                raise InvalidRequest(
+                    f"{where}.components[{i}]: must be the main terms' components[{i}] "
+                    f"({mains[i][0] + ', ' + mains[i][1] if i < len(mains) else 'none'}) with its prices in {code}",
+                    param=f"{where}.components[{i}]")
+        if len(other.components) != len(mains):
+            raise InvalidRequest(f"{where}.components: {len(mains)} components, as in the main terms, not "
+                                 f"{len(other.components)}", param=f"{where}.components")
+        main_options = [o.code for o in terms.options]
+        for j, option in enumerate(other.options):
+            if j >= len(main_options) or option.code != main_options[j]:
+                raise InvalidRequest(f"{where}.options[{j}].code: must be the main terms' options[{j}].code",
+                                     param=f"{where}.options[{j}].code")
+        if len(other.options) != len(main_options):
+            raise InvalidRequest(f"{where}.options: {len(main_options)} options, as in the main terms, not "
+                                 f"{len(other.options)}", param=f"{where}.options")
+
+
+_SHAPE_FIELDS = ("meter", "hours_meter", "materials_meter", "kpi_meter", "applies_to", "tier_mode",
+                 "aggregation", "direction")
+
+
+def _shape(component) -> tuple:
+    """What a component is, whatever its prices: its code, type and what it counts."""
+    return (component.code, component.type,
+            *(repr(getattr(component, name, None)) for name in _SHAPE_FIELDS))
 
 
 # ---------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from chalicelib.domain.errors import InvalidRequest
-from chalicelib.domain.money import HUNDRED, ZERO, format_amount, format_decimal, round_money
+from chalicelib.domain.money import HUNDRED, ZERO, format_amount, format_decimal, round_billed
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ def credit_amounts(
         tax = []
         for rate in _rates(invoice_tax):
             left = _tax_left(rate, invoice_tax, credited)
-            tax.append((rate, left if last else min(round_money(subtotal * Decimal(rate) / HUNDRED, currency), left)))
+            tax.append((rate, left if last else min(round_billed(subtotal * Decimal(rate) / HUNDRED, currency), left)))
         tax = tuple(tax)
         param = "lines"
     else:
@@ -96,12 +96,12 @@ def credit_amounts(
             tax = tuple((rate, _tax_left(rate, invoice_tax, credited)) for rate in _rates(invoice_tax))
         else:
             rates = sum((Decimal(rate) for rate in _rates(invoice_tax)), ZERO)
-            inside = round_money(amount * rates / (HUNDRED + rates), currency)
+            inside = round_billed(amount * rates / (HUNDRED + rates), currency)
             # One rate per invoice here (the merchant's for the country); all of it on that rate.
             tax = tuple((rate, min(inside if i == 0 else ZERO, _tax_left(rate, invoice_tax, credited)))
                         for i, rate in enumerate(_rates(invoice_tax)))
         subtotal = amount - sum((t for _, t in tax), ZERO)
-        credit_lines = (CreditLine(None, description, round_money(subtotal, currency)),)
+        credit_lines = (CreditLine(None, description, round_billed(subtotal, currency)),)
         param = "amount"
     total = subtotal + sum((t for _, t in tax), ZERO)
     if total <= 0:
@@ -115,8 +115,8 @@ def credit_amounts(
     if subtotal > left_subtotal:
         raise InvalidRequest(f"{param}: more than is left of the invoice's subtotal "
                              f"({format_amount(max(left_subtotal, ZERO), currency)})", param=param)
-    return CreditAmounts(currency, tuple(credit_lines), round_money(subtotal, currency),
-                         tuple((rate, round_money(t, currency)) for rate, t in tax), round_money(total, currency))
+    return CreditAmounts(currency, tuple(credit_lines), round_billed(subtotal, currency),
+                         tuple((rate, round_billed(t, currency)) for rate, t in tax), round_billed(total, currency))
 
 
 def _credit_lines(currency: str, invoice_lines: list[dict], credited: Credited,
@@ -143,7 +143,7 @@ def _credit_lines(currency: str, invoice_lines: list[dict], credited: Credited,
 def _check_money(amount: Decimal, currency: str, param: str) -> None:
     if amount <= 0:
         raise InvalidRequest(f"{param}: must be greater than 0", param=param)
-    if round_money(amount, currency) != amount:
+    if round_billed(amount, currency) != amount:
         raise InvalidRequest(f"{param}: {format_decimal(amount)} has more decimals than {currency} has",
                              param=param)
 

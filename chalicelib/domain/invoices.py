@@ -9,7 +9,8 @@ API.md's rules:
 - a negative total becomes credit: nothing is due, the credit balance grows.
 
 Everything is Decimal in major units, rounded to the currency's minor unit
-with ROUND_HALF_UP.
+with ROUND_HALF_UP (money.round_billed: to Stripe's coarser unit where it has
+one, KWD 0.010), so the amount due is charged as it is.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
-from chalicelib.domain.money import HUNDRED, ZERO, format_amount, format_decimal, round_money
+from chalicelib.domain.money import HUNDRED, ZERO, format_amount, format_decimal, round_billed
 
 REVERSE_CHARGE_NOTE = "Reverse charge: VAT to be accounted for by the customer."
 
@@ -83,23 +84,23 @@ def totals(
         raise ValueError("a credit balance is never negative; what a customer owes is an invoice")
     if tax_rate is not None and tax_rate < 0:
         raise ValueError("a tax rate is never negative")
-    subtotal = round_money(sum((line.amount for line in lines), ZERO), currency)
+    subtotal = round_billed(sum((line.amount for line in lines), ZERO), currency)
     if tax_exempt:
-        tax = (TaxLine(ZERO, round_money(ZERO, currency)),)
+        tax = (TaxLine(ZERO, round_billed(ZERO, currency)),)
     elif tax_rate is None:
         tax = ()
     else:
-        tax = (TaxLine(tax_rate, round_money(subtotal * tax_rate / HUNDRED, currency)),)
-    tax_amount = round_money(sum((t.amount for t in tax), ZERO), currency)
+        tax = (TaxLine(tax_rate, round_billed(subtotal * tax_rate / HUNDRED, currency)),)
+    tax_amount = round_billed(sum((t.amount for t in tax), ZERO), currency)
     total = subtotal + tax_amount
-    balance = round_money(credit_balance, currency)
+    balance = round_billed(credit_balance, currency)
     if total >= 0:
         applied = min(balance, total)
         due = total - applied
         new_balance = balance - applied
     else:
-        applied = round_money(ZERO, currency)
-        due = round_money(ZERO, currency)
+        applied = round_billed(ZERO, currency)
+        due = round_billed(ZERO, currency)
         new_balance = balance - total
     return InvoiceTotals(
         currency=currency,

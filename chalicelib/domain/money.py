@@ -14,6 +14,7 @@ bounds allow.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 
 import iso4217
@@ -45,6 +46,56 @@ def _minor_units_table() -> dict[str, int]:
 
 _MINOR_UNITS = _minor_units_table()
 _QUANTUM = {code: Decimal(1).scaleb(-units) for code, units in _MINOR_UNITS.items()}
+
+
+# How Stripe reads an amount (docs.stripe.com/currencies, "Minor units in API
+# amounts" and "Special cases"), for the codes where it is not simply ISO
+# 4217's minor unit: the power of ten of Stripe's integer, and the step that
+# integer must be a multiple of.
+# - zero-decimal: the integer is the amount in major units (MGA included,
+#   which ISO 4217 gives two decimals);
+# - three-decimal: thousandths, but the last digit must be 0 (5.124 KWD is
+#   refused; 5.120 is 5120);
+# - ISK: zero-decimal in effect, yet still two decimals in the API: 5 ISK is
+#   500, and the integer must be a multiple of 100.
+# HUF and TWD stay two-decimal for charges (only their payouts are whole
+# units), so they follow ISO 4217. Any other code: ISO 4217's minor unit, step 1.
+_STRIPE_ZERO_DECIMAL = frozenset(
+    "BIF CLP DJF GNF JPY KMF KRW MGA PYG RWF UGX VND VUV XAF XOF XPF".split())
+_STRIPE_THREE_DECIMAL = frozenset("BHD JOD KWD OMR TND".split())
+_STRIPE_SPECIAL = {"ISK": (2, 100)}
+
+
+@dataclass(frozen=True, slots=True)
+class CurrencyRule:
+    """One currency's amounts: `decimals` as ISO 4217 writes them (EUR 2,
+    JPY 0, KWD 3); `stripe_exponent` and `stripe_step`: Stripe's integer is
+    the amount x 10**stripe_exponent, a multiple of stripe_step; `quantum`:
+    the smallest amount an invoice bills, the coarser of the two (KWD 0.01,
+    ISK 1, MGA 1, EUR 0.01)."""
+
+    code: str
+    decimals: int
+    stripe_exponent: int
+    stripe_step: int
+    quantum: Decimal
+
+
+def _rule(code: str, decimals: int) -> CurrencyRule:
+    if code in _STRIPE_ZERO_DECIMAL:
+        exponent, step = 0, 1
+    elif code in _STRIPE_THREE_DECIMAL:
+        exponent, step = 3, 10
+    else:
+        exponent, step = _STRIPE_SPECIAL.get(code, (decimals, 1))
+    quantum = max(Decimal(step).scaleb(-exponent), Decimal(1).scaleb(-decimals)).normalize()
+    return CurrencyRule(code, decimals, exponent, step, quantum)
+
+
+# The one table of currencies: ISO 4217's minor units with Stripe's rules.
+CURRENCIES: dict[str, CurrencyRule] = {code: _rule(code, units) for code, units in _MINOR_UNITS.items()}
+# The codes whose invoices bill in a coarser unit than ISO 4217's minor unit.
+_COARSE = {code: rule for code, rule in CURRENCIES.items() if rule.quantum != _QUANTUM[code]}
 
 _DECIMAL_TEXT = re.compile(r"-?(\d+)(?:\.(\d+))?")
 
@@ -112,8 +163,40 @@ def round_money(amount: Decimal, currency: str) -> Decimal:
     return rounded if rounded else rounded.copy_abs()
 
 
+def currency_rule(currency: str) -> CurrencyRule:
+    """The currency's row of the table; InvalidRequest on `currency` when unknown."""
+    try:
+        return CURRENCIES[currency]
+    except (KeyError, TypeError):
+        raise InvalidRequest(f"unknown currency {currency!r}", param="currency") from None
+
+
+def billing_quantum(currency: str) -> Decimal:
+    """The smallest amount an invoice bills: the minor unit, or the coarser
+    unit Stripe charges in (KWD 0.01, ISK 1, MGA 1)."""
+    return currency_rule(currency).quantum
+
+
+def round_billed(amount: Decimal, currency: str) -> Decimal:
+    """An invoice amount: half up to the billing quantum, written with the
+    currency's ISO decimals (KWD 5.1249 -> 5.120), never "-0.00". The same as
+    `round_money` for every currency Stripe charges in its minor unit (EUR, JPY...)."""
+    coarse = _COARSE.get(currency)
+    if coarse is None:
+        return round_money(amount, currency)
+    rounded = amount.quantize(coarse.quantum, rounding=ROUND_HALF_UP).quantize(_QUANTUM[currency])
+    return rounded if rounded else rounded.copy_abs()
+
+
+def is_billed_amount(amount: Decimal, currency: str) -> bool:
+    """True when `amount` is a whole number of billing quanta (an amount an invoice can hold)."""
+    return round_billed(amount, currency) == amount
+
+
 def to_minor(amount: Decimal, currency: str) -> int:
-    """Integer minor units, as Stripe wants them: EUR 12.50 -> 1250, JPY 1250 -> 1250."""
+    """Integer ISO 4217 minor units: EUR 12.50 -> 1250, JPY 1250 -> 1250,
+    KWD 1.250 -> 1250. What Stripe is sent is `payments.stripe_amount`, by
+    Stripe's rules (the table above), which differ for ISK and MGA."""
     return int(round_money(amount, currency).scaleb(minor_units(currency)))
 
 

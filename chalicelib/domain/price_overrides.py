@@ -17,7 +17,6 @@ from collections.abc import Mapping
 from pydantic import ValidationError
 
 from chalicelib.domain.errors import InvalidRequest, first_validation_problem
-from chalicelib.domain.money import minor_units
 from chalicelib.domain.terms_rules import check_billed_amount, check_component
 
 # What a subscription may override, per component type.
@@ -77,7 +76,6 @@ def priced_terms(currency: str, terms, overrides: Mapping | None, *,
                     f" (allowed: {', '.join(sorted(allowed))})",
                     param=f"{param}.{code}.{field}",
                 )
-    decimals = minor_units(currency)
     priced = {c.code for c in terms.components if c.type != "bonus_malus"}
     overridden_components = []
     for i, component in enumerate(terms.components):
@@ -88,7 +86,7 @@ def priced_terms(currency: str, terms, overrides: Mapping | None, *,
             # The rules are those of the catalog, reported under the override.
             here = f"components[{i}]"
             try:
-                check_component(component, here, decimals, priced)
+                check_component(component, here, currency, priced)
             except InvalidRequest as error:
                 inner = (error.param or here)[len(here) + 1 :]
                 raise _invalid_at(where, inner, error.message.split(": ", 1)[-1]) from None
@@ -99,7 +97,7 @@ def priced_terms(currency: str, terms, overrides: Mapping | None, *,
         if fields:
             where = f"{param}.{option.code}"
             option = _replaced(option, fields, where)
-            check_billed_amount(option.amount, f"{where}.amount", decimals)
+            check_billed_amount(option.amount, f"{where}.amount", currency)
         overridden_options.append(option)
     return overridden_components, overridden_options
 

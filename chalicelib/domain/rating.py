@@ -18,7 +18,9 @@ arithmetic with no model validation.
 
 Line conventions chosen here:
 - every line amount is rounded to the currency's minor unit, ROUND_HALF_UP,
-  line by line (API.md: every invoice amount is rounded);
+  line by line (API.md: every invoice amount is rounded); where Stripe
+  charges in a coarser unit (KWD, BHD...: 0.010; MGA: 1), to that unit
+  (money.billing_quantum), so the invoice is never rounded again to be charged;
 - graduated tiers give one line per tier touched (as Stripe shows them),
   plus a line for a touched tier's flat_amount when it is not zero; a
   volume price gives one line (and one for the tier's flat_amount);
@@ -47,7 +49,7 @@ from typing import Iterable, NamedTuple
 from chalicelib.domain.catalog import Offer
 from chalicelib.domain.price_overrides import priced_terms
 from chalicelib.domain.errors import InvalidRequest
-from chalicelib.domain.money import HUNDRED, ONE, ZERO, format_decimal, minor_units
+from chalicelib.domain.money import HUNDRED, ONE, ZERO, billing_quantum, format_decimal, minor_units
 from chalicelib.domain.periods import Period, instant_text, parse_instant_text, proration_fraction
 
 KINDS = ("fee", "option", "usage", "minimum", "proration", "adjustment", "credit")
@@ -149,16 +151,20 @@ def _num(value: Decimal) -> str:
 class _Charge:
     """Base of the compiled charge models: the component's code and the rounding of its currency."""
 
-    __slots__ = ("code", "quantum", "source")
+    __slots__ = ("code", "quantum", "source", "written")
 
     def __init__(self, component, quantum: Decimal):
         self.code = component.code
         self.quantum = quantum
         # Set by the PriceBook of an offer (`name_charges`).
         self.source: LineSource | None = None
+        # Set by the PriceBook of a currency billed in a coarser unit than its
+        # minor unit (KWD: 0.01, written 5.120): the ISO 4217 quantum.
+        self.written: Decimal | None = None
 
     def money(self, amount: Decimal) -> Decimal:
-        return amount.quantize(self.quantum, rounding=ROUND_HALF_UP)
+        rounded = amount.quantize(self.quantum, rounding=ROUND_HALF_UP)
+        return rounded if self.written is None else rounded.quantize(self.written)
 
 
 class FlatFee(_Charge):
@@ -472,7 +478,9 @@ class PriceBook:
 
     def __init__(self, currency: str, components: Iterable, options: Iterable, offer: Offer | None = None):
         self.currency = currency
-        self.quantum = Decimal(1).scaleb(-minor_units(currency))
+        # Stripe's unit where it is coarser than the minor unit (money.CURRENCIES):
+        # every line is then an amount the invoice can charge as it is.
+        self.quantum = billing_quantum(currency)
         components = list(components)
         options = list(options)
         charges = [charge_model(c, self.quantum) for c in components]
@@ -483,6 +491,12 @@ class PriceBook:
             option.code: FlatFee(option, self.quantum, kind="option", label=f"Option {option.code}: {option.name}")
             for option in options
         }
+        written = Decimal(1).scaleb(-minor_units(currency))
+        if written != self.quantum:
+            for charge in (*charges, *self.options.values()):
+                charge.written = written
+                if isinstance(charge, FlatFee):
+                    charge.rounded = charge.money(charge.amount)
         # A flat component counts at its full period amount in a bonus/malus base.
         self.flat_amounts = {fee.code: fee.rounded for fee in self.fees}
         if offer is not None:

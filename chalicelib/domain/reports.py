@@ -24,7 +24,7 @@ from __future__ import annotations
 import calendar
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal
@@ -344,29 +344,11 @@ def usage_report(meter: str, rows: Iterable[tuple[str, str, Decimal]], group_by:
 # The accounting export
 
 
-# Revenue accounts by line kind (French chart of accounts, PCG): services
-# sold (706: subscriptions, options, usage) and discounts granted (709:
-# credits, maluses). A bonus is revenue; a malus or a credit reduces it.
-ACCOUNT_BY_KIND = {
-    "fee": "706100",
-    "proration": "706100",
-    "option": "706200",
-    "usage": "706300",
-    "minimum": "706300",
-    "adjustment": "706400",
-    "credit": "709000",
-}
-DEFAULT_ACCOUNT = "706000"
-
 EXPORT_COLUMNS = (
     "invoice_number", "invoice_id", "status", "invoice_date", "finalized_at", "customer_id", "customer_name",
     "line", "kind", "account_code", "component", "description", "period_start", "period_end", "quantity",
     "unit_amount", "net_amount", "vat_rate", "vat_amount", "gross_amount", "currency",
 )
-
-
-def account_code(kind: str) -> str:
-    return ACCOUNT_BY_KIND.get(kind, DEFAULT_ACCOUNT)
 
 
 def line_taxes(amounts: list[Decimal], rate: Decimal | None, invoice_tax: Decimal, currency: str) -> list[Decimal]:
@@ -387,9 +369,10 @@ def line_taxes(amounts: list[Decimal], rate: Decimal | None, invoice_tax: Decima
     return taxes
 
 
-def export_rows(invoice: Mapping) -> list[list[str]]:
+def export_rows(invoice: Mapping, account_of_kind: Callable[[str], str]) -> list[list[str]]:
     """The CSV rows of one invoice (API.md's invoice object plus the
-    customer's name): one per line."""
+    customer's name): one per line, with the account the journal credits
+    for its kind (`account_of_kind`, from domain/ledger.py)."""
     currency = invoice["currency"]
     lines = invoice["lines"]
     tax_lines = invoice.get("tax") or []
@@ -402,7 +385,7 @@ def export_rows(invoice: Mapping) -> list[list[str]]:
         rows.append([
             invoice.get("number") or "", invoice["id"], invoice["status"], invoice.get("invoice_date") or "",
             invoice.get("finalized_at") or "", invoice["customer_id"], invoice.get("customer_name") or "",
-            str(index), line["kind"], account_code(line["kind"]), line.get("component") or "",
+            str(index), line["kind"], account_of_kind(line["kind"]), line.get("component") or "",
             line.get("description") or "", line.get("period_start") or "", line.get("period_end") or "",
             line.get("quantity") or "", line.get("unit_amount") or "",
             format_amount(net, currency), "" if rate is None else format(rate, "f"),

@@ -13,7 +13,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from chalicelib.domain.errors import InvalidRequest
-from chalicelib.domain.money import is_known_currency, minor_units
+from chalicelib.domain.money import billing_quantum, is_billed_amount, is_known_currency, minor_units
 
 
 def validate_terms(currency: str, components: list, options: list) -> None:
@@ -29,24 +29,23 @@ def validate_terms(currency: str, components: list, options: list) -> None:
       bonus_malus themselves."""
     if not is_known_currency(currency):
         raise InvalidRequest(f"currency: unknown currency {currency!r}", param="currency")
-    decimals = minor_units(currency)
     unique([c.code for c in components], "components", field="code")
     unique([o.code for o in options], "options", field="code")
     priced = {c.code for c in components if c.type != "bonus_malus"}
     for i, component in enumerate(components):
-        check_component(component, f"components[{i}]", decimals, priced)
+        check_component(component, f"components[{i}]", currency, priced)
     for i, option in enumerate(options):
-        check_billed_amount(option.amount, f"options[{i}].amount", decimals)
+        check_billed_amount(option.amount, f"options[{i}].amount", currency)
         unique(option.entitlements, f"options[{i}].entitlements")
 
 
-def check_component(component, path: str, decimals: int, priced: set[str]) -> None:
+def check_component(component, path: str, currency: str, priced: set[str]) -> None:
     """One component's rules; `path` is where it sits (`components[2]`),
     `priced` the codes a bonus_malus may apply to."""
     if component.type == "flat":
-        check_billed_amount(component.amount, f"{path}.amount", decimals)
+        check_billed_amount(component.amount, f"{path}.amount", currency)
     elif component.type == "metered":
-        _check_metered(component, path, decimals)
+        _check_metered(component, path, currency)
     elif component.type == "bonus_malus":
         for j, code in enumerate(component.applies_to):
             if code not in priced:
@@ -57,7 +56,7 @@ def check_component(component, path: str, decimals: int, priced: set[str]) -> No
         unique(component.applies_to, f"{path}.applies_to")
 
 
-def _check_metered(component, path: str, decimals: int) -> None:
+def _check_metered(component, path: str, currency: str) -> None:
     has_tiers = component.tiers is not None
     has_package = component.package_size is not None
     has_unit = component.unit_amount is not None
@@ -83,12 +82,12 @@ def _check_metered(component, path: str, decimals: int) -> None:
     if component.tier_mode is not None and not has_tiers:
         raise InvalidRequest(f"{path}.tier_mode: only meaningful with tiers", param=f"{path}.tier_mode")
     if component.minimum_amount is not None:
-        check_billed_amount(component.minimum_amount, f"{path}.minimum_amount", decimals)
+        check_billed_amount(component.minimum_amount, f"{path}.minimum_amount", currency)
     if has_tiers:
-        _check_tiers(component.tiers, f"{path}.tiers", decimals)
+        _check_tiers(component.tiers, f"{path}.tiers", currency)
 
 
-def _check_tiers(tiers: list, path: str, decimals: int) -> None:
+def _check_tiers(tiers: list, path: str, currency: str) -> None:
     previous = Decimal(0)
     last = len(tiers) - 1
     for j, tier in enumerate(tiers):
@@ -113,13 +112,18 @@ def _check_tiers(tiers: list, path: str, decimals: int) -> None:
         if tier.unit_amount is None and tier.flat_amount is None:
             raise InvalidRequest(f"{here}.unit_amount: a tier needs unit_amount, flat_amount or both", param=f"{here}.unit_amount")
         if tier.flat_amount is not None:
-            check_billed_amount(tier.flat_amount, f"{here}.flat_amount", decimals)
+            check_billed_amount(tier.flat_amount, f"{here}.flat_amount", currency)
 
 
-def check_billed_amount(amount: Decimal, param: str, decimals: int) -> None:
+def check_billed_amount(amount: Decimal, param: str, currency: str) -> None:
     # A fixed amount is billed as it is: a fraction of a cent could never be paid.
+    decimals = minor_units(currency)
     if -amount.as_tuple().exponent > decimals:
         raise InvalidRequest(f"{param}: at most {decimals} decimals in this currency", param=param)
+    if not is_billed_amount(amount, currency):
+        # Stripe charges KWD, BHD... in multiples of 10 of their minor unit, MGA in whole units.
+        raise InvalidRequest(f"{param}: must be a multiple of {billing_quantum(currency)} {currency}, "
+                             "the smallest amount a card is charged in this currency", param=param)
 
 
 def unique(values: list, path: str, *, field: str | None = None) -> None:

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from chalicelib.services.invoice_pdf import format_date, format_money, language_of
 
 KINDS = ("card_expiring", "card_expiring_digest", "cancellation_scheduled", "subscription_canceled",
-         "payment_failed", "counter_reset", "payment_link")
+         "payment_failed", "counter_reset", "payment_link", "portal_link", "statement_issued",
+         "price_change_notice")
 LANGUAGES = ("fr", "en")
 
 

@@ -48,6 +48,7 @@ from chalicelib.store import alerts as store
 
 OPERATIONS = "operations"
 CUSTOMER = "customer"
+PAYEE = "payee"
 # An e-mail not sent by then is queued again by the daily job.
 RESEND_AFTER = timedelta(minutes=30)
 # How long a worker sending an e-mail holds it: longer than the
@@ -60,7 +61,15 @@ LIVE_STATUSES = ("incomplete", "trialing", "active", "past_due")
 CANCEL_REASONS = ("customer", "payment_failed", "commitment_end", "operator")
 # E-mails to a customer that are not news for operations (a payment link
 # sent from the console): delivered and listed like alerts, never open ones.
-CUSTOMER_NOTICES = ("payment_link",)
+CUSTOMER_NOTICES = ("payment_link", "portal_link", "price_change_notice")
+# The link a customer notice carries, made fresh when it is sent: kind -> "module:function"
+# taking (merchant_id, customer_id) and returning {"url", "expires_at"}.
+CUSTOMER_LINKS = {
+    "payment_link": "chalicelib.services.payment_links:create_payment_link",
+    "portal_link": "chalicelib.services.portal:link_for_mail",
+    # A price change's notice (services/price_changes.py) carries no link.
+    "price_change_notice": None,
+}
 # An e-mail that bounced is sent again this much later (the address may be
 # corrected meanwhile), until it bounced this many times.
 BOUNCE_RETRY_AFTER = timedelta(days=1)
@@ -97,7 +106,7 @@ def record(merchant_id: str, fact: str, kind: str, *, customer_id: str | None, d
 
 
 def subscription_changed(subscription, change_type: str) -> None:
-    """A saved subscription change (services/subscriptions.publish_change):
+    """A saved subscription change (services/subscriptions.report_change):
     `cancellation_scheduled` and `canceled` are alerts."""
     if change_type not in ("cancellation_scheduled", "canceled"):
         return
@@ -404,11 +413,16 @@ def _compose(record_, audience: str, merchant):
                    customer_name=customer.name if customer else details.get("customer_name"))
     if record_.type in ("cancellation_scheduled", "subscription_canceled"):
         context["offer_name"] = _offer_name(record_.merchant_id, details.get("offer_id"))
+    if audience == PAYEE:  # a payee's statement (services/statements.py): its address is on the alert
+        return alert_mail.render(record_.type, merchant.locale, context, timezone=tz), [details["payee_email"]]
     if audience == CUSTOMER:
-        from chalicelib.services import payment_links
+        import importlib
 
-        link = payment_links.create_payment_link(record_.merchant_id, record_.customer_id)
-        context.update(link_url=link["url"], link_expires_at=link["expires_at"])
+        target = CUSTOMER_LINKS.get(record_.type, CUSTOMER_LINKS["payment_link"])
+        if target:  # a notice without a link (a price change) has none
+            module, _, function = target.partition(":")
+            link = getattr(importlib.import_module(module), function)(record_.merchant_id, record_.customer_id)
+            context.update(link_url=link["url"], link_expires_at=link["expires_at"])
         locale = (customer.locale if customer else None) or merchant.locale
         return alert_mail.render(record_.type, locale, context, timezone=tz), [customer.email] if customer else []
     return alert_mail.render(record_.type, merchant.locale, context, timezone=tz), list(merchant.alert_emails or [])

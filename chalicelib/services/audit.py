@@ -3,7 +3,7 @@
 Every write of an audited record carries its actor and time (the store
 stamps it: store/base.py `AuditedRecord`, store/dynamo.py `stamped`, from
 chalicelib.actor). The billing table's stream holds each change with the
-item before and after; `audit_feed` (app.py, its own function beside
+item before and after; `change_feed` (app.py, its own function beside
 `report_feed`) turns each change of an audited record into one entry: the
 action (created, updated, deleted), the actor, the time and, of the
 attributes that changed (domain/audit.py: no keys, counters or stamps),

@@ -75,10 +75,6 @@ def complete_card_setup(
     card = payments.attach_default_card(customer.stripe_customer_id, setup_intent.payment_method)
     customer_store.set_default_card(merchant_id, customer_id, _card_record(card))
     logger.info("default card set", extra={"customer_id": customer_id, "by": completed_by})
-    from chalicelib import notify
-
-    notify.publish_event("customer.payment_method_attached",
-                         {"customer_id": customer_id, "payment_method": card.summary()}, merchant_id)
     try:
         invoice_actions.retry_open_invoices(merchant_id, customer_id)
     except Exception:
@@ -98,6 +94,19 @@ def complete_card_setup(
         completed_by=completed_by,
         now=clock().now(),
     )
+    return card.summary()
+
+
+def save_confirmed_card(merchant_id: str, customer_id: str, payment_method_id: str) -> dict:
+    """A card Stripe confirmed before our customer existed (a checkout's
+    SetupIntent, read from Stripe by the caller): attached to the customer's
+    Stripe customer and made its default. Safe to repeat. The caller
+    charges what is due (a checkout: the first invoice)."""
+    customer = customer_store.get_customer(merchant_id, customer_id, consistent=True)
+    stripe_customer_id = stripe_customer_for(customer)
+    card = payments.attach_default_card(stripe_customer_id, payment_method_id)
+    customer_store.set_default_card(merchant_id, customer_id, _card_record(card))
+    logger.info("default card set", extra={"customer_id": customer_id, "by": "checkout"})
     return card.summary()
 
 

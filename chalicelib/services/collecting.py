@@ -27,7 +27,7 @@ import threading
 import time
 from datetime import datetime, timedelta
 
-from chalicelib import notify, outcomes
+from chalicelib import outcomes
 from chalicelib.clock import clock, isoformat, parse_instant
 from chalicelib.domain import dunning, lifecycle
 from chalicelib.domain.errors import Conflict, NotFound
@@ -176,7 +176,12 @@ def reconcile_payment(payment_intent: dict) -> dict | None:
     second PaymentIntent succeeding for a paid invoice is logged for a
     refund, never added). PaymentIntents that are not our invoices' are
     ignored."""
-    payment = gateway().payment_of(payment_intent)
+    return record_payment(gateway().payment_of(payment_intent))
+
+
+def record_payment(payment) -> dict | None:
+    """What Stripe says of one PaymentIntent (a webhook's, or one a page had
+    the customer confirm and we read back), recorded on its invoice once."""
     merchant_id = payment.metadata.get("merchant_id")
     invoice_id = payment.invoice_id
     if not merchant_id or not invoice_id:
@@ -211,17 +216,12 @@ def first_attempt(invoice: store.InvoiceRecord, customer, merchant, now: datetim
 
 
 def invoice_issued(invoice: store.InvoiceRecord, subscription) -> None:
-    publish_invoice_event("invoice.created", invoice)
-    publish_invoice_event("invoice.finalized", invoice)
     if invoice.status == "paid":
-        publish_invoice_event("invoice.paid", invoice)
         if subscription.status in ("incomplete", "past_due"):
             settle_subscription(invoice)
         return
     last = last_attempt(invoice)
     if last is not None and last["status"] == "failed":
-        _attach_payment_link(invoice)
-        publish_invoice_event("invoice.payment_failed", invoice)
         _alert_payment_failed(invoice)
         if subscription.status == "active":
             _subscription_outcome(invoice, "payment_failed")
@@ -477,6 +477,7 @@ def _record_failure(invoice: store.InvoiceRecord, number: int, payment_intent: s
     else:
         invoice.next_payment_attempt = isoformat(retry)
         invoice.set_due(retry)
+        _with_payment_link(invoice)
 
 
 def _after_outcome(invoice: store.InvoiceRecord, status: str, subscription_status: str | None = None) -> None:
@@ -484,16 +485,11 @@ def _after_outcome(invoice: store.InvoiceRecord, status: str, subscription_statu
     attempt's outcome. The subscription is read only when it may change:
     a paid invoice of an `active` subscription changes nothing."""
     if status == "succeeded":
-        publish_invoice_event("invoice.paid", invoice)
         if subscription_status in (None, "incomplete", "past_due"):
             settle_subscription(invoice)
     elif status == "failed":
-        if invoice.status == "open":
-            _attach_payment_link(invoice)
-        publish_invoice_event("invoice.payment_failed", invoice)
         _alert_payment_failed(invoice)
         if invoice.status == "uncollectible":
-            publish_invoice_event("invoice.marked_uncollectible", invoice)
             _subscription_outcome(invoice, "payment_exhausted")
         elif subscription_status in (None, "active"):
             _subscription_outcome(invoice, "payment_failed")
@@ -569,7 +565,6 @@ def refund_stray_payment(invoice: store.InvoiceRecord, payment, reason: str, now
         except Conflict:
             invoice = store.get_invoice(invoice.merchant_id, invoice.invoice_id)
             continue
-        publish_invoice_event("invoice.payment_refunded", invoice)
         return invoice
     raise Conflict("the refund is made but not yet recorded on the invoice; Stripe will deliver again")
 
@@ -594,11 +589,12 @@ def resume_boundary_invoice(merchant_id: str, subscription_id: str, boundary: st
     return collect(invoice, resume=True, now=now)
 
 
-def _attach_payment_link(invoice: store.InvoiceRecord) -> None:
+def _with_payment_link(invoice: store.InvoiceRecord) -> None:
     """A failed invoice whose customer must act (no card, a card refused,
     a bank asking for authentication) carries a payment link, which the
-    alerts e-mail; recorded on the invoice (best effort: a link is news,
-    the failure is already written)."""
+    alerts e-mail: set before the write that records the failure, so the
+    invoice and its `invoice.payment_failed` event hold it (best effort: a
+    link is a convenience; the failure is what must be written)."""
     from chalicelib.services import payment_links
 
     try:
@@ -608,10 +604,6 @@ def _attach_payment_link(invoice: store.InvoiceRecord) -> None:
         return
     invoice.payment_link_url = link["url"]
     invoice.payment_link_expires_at = link["expires_at"]
-    try:
-        store.save(invoice, expected_status=invoice.status)
-    except Conflict:
-        logger.info("payment link not recorded: the invoice moved on", extra={"invoice_id": invoice.invoice_id})
 
 
 def settle_subscription(invoice: store.InvoiceRecord) -> None:
@@ -644,10 +636,6 @@ def _subscription_outcome(invoice: store.InvoiceRecord, action: str) -> None:
             return
     logger.warning("subscription outcome not recorded after retries",
                    extra={"subscription_id": invoice.subscription_id, "action": action})
-
-
-def publish_invoice_event(detail_type: str, invoice: store.InvoiceRecord) -> None:
-    notify.publish_event(detail_type, {"invoice": invoices.serialize(invoice)}, invoice.merchant_id)
 
 
 def _alert_payment_failed(invoice: store.InvoiceRecord) -> None:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 from decimal import Decimal
 
-from chalicelib import notify
 from chalicelib.clock import clock, isoformat
 from chalicelib.domain import credit_notes as rules
 from chalicelib.domain.errors import Conflict, InvalidRequest, NotFound
@@ -78,7 +77,7 @@ def create_credit_note(merchant_id: str, invoice_id: str, *, reason: str, refund
                         expected_status=[status_read], before_write=show_number, also=also)
         except Conflict:
             continue
-        _published(note, invoice, became_paid=status_read != "paid" and invoice.status == "paid")
+        _settled(invoice, became_paid=status_read != "paid" and invoice.status == "paid")
         return serialize(_refund_if_pending(note, resume=False))
     raise Conflict("the invoice kept changing while the credit note was issued; read it again",
                    code="version_conflict")
@@ -305,13 +304,11 @@ def close_unsent_attempt(invoice, code: str) -> None:
         invoice.set_attempts(attempts)
 
 
-def _published(note: store.CreditNoteRecord, invoice, *, became_paid: bool) -> None:
-    notify.publish_event("credit_note.created", {"credit_note": serialize(note)}, note.merchant_id)
+def _settled(invoice, *, became_paid: bool) -> None:
+    """A credit note that leaves nothing due settles the invoice's subscription
+    (the events of both are derived from their writes: services/domain_events.py)."""
     if became_paid:
-        collecting.publish_invoice_event("invoice.paid", invoice)
         collecting.settle_subscription(invoice)
-    else:
-        collecting.publish_invoice_event("invoice.updated", invoice)
 
 
 def _refund_if_pending(note: store.CreditNoteRecord, *, resume: bool) -> store.CreditNoteRecord:
@@ -347,7 +344,6 @@ def _refund_if_pending(note: store.CreditNoteRecord, *, resume: bool) -> store.C
     status = found.status if found.status in ("succeeded", "pending", "failed", "canceled") else "pending"
     if not store.record_refund(note, status=status, refund_id=found.id):
         return _get(note.merchant_id, note.credit_note_id)
-    notify.publish_event("credit_note.refunded", {"credit_note": serialize(note)}, note.merchant_id)
     return note
 
 

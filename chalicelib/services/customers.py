@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import importlib
 
-from chalicelib import notify
 from chalicelib.clock import clock, isoformat
-from chalicelib.domain.errors import InvalidRequest
+from chalicelib.domain.errors import InvalidRequest, NotFound
 from chalicelib.domain.money import format_amount
 from chalicelib.ids import new_id
 from chalicelib.store import customers as store
@@ -26,21 +25,31 @@ PAGE_SECTIONS: tuple[tuple[str, str | None], ...] = (
 )
 
 
-def create_customer(merchant_id: str, fields: dict) -> dict:
-    customer_id = new_id("cus")
+def create_customer(merchant_id: str, fields: dict, *, customer_id: str | None = None,
+                    reseller_id: str | None = None) -> dict:
+    """`customer_id`: an id reserved beforehand (a checkout's); `reseller_id`:
+    a reseller's key's (services/resellers.py)."""
+    from chalicelib.services import resellers
+
+    fields = resellers.customer_fields(merchant_id, fields, reseller_id)
+    customer_id = customer_id or new_id("cus")
     record = store.new_customer_record(
         merchant_id, customer_id, isoformat(clock().now()),
         **{"tax_exempt": False, "metadata": {}, **fields},
     )
     store.create_customer(record)
     customer = serialize(record)
-    notify.publish_event("customer.created", {"customer": customer}, merchant_id)
     return customer
 
 
-def get_customer(merchant_id: str, customer_id: str) -> dict:
-    """The customer with everything it has: API.md's one-page relationship."""
+def get_customer(merchant_id: str, customer_id: str, reseller_id: str | None = None) -> dict:
+    """The customer with everything it has: API.md's one-page relationship
+    (a reseller's key: only its own customers)."""
+    from chalicelib.services import resellers
+
     record = store.get_customer(merchant_id, customer_id)
+    if not resellers.visible(record, reseller_id):
+        raise NotFound(f"no customer {customer_id}")
     page = serialize(record)
     for field, source in PAGE_SECTIONS:
         page[field] = _section(source)(merchant_id, customer_id) if source else []
@@ -61,6 +70,8 @@ def _billing_currency(merchant_id: str, page: dict) -> str:
         for item in page.get(section) or []:
             if item.get("currency"):
                 return item["currency"]
+    if page.get("currency"):
+        return page["currency"]
     from chalicelib.store import merchants as merchant_store
 
     return merchant_store.get_merchant(merchant_id).default_currency
@@ -68,11 +79,21 @@ def _billing_currency(merchant_id: str, page: dict) -> str:
 
 def list_customers(
     merchant_id: str, *, email: str | None = None, external_id: str | None = None, limit: int = 20,
-    cursor: str | None = None,
+    cursor: str | None = None, reseller_id: str | None = None,
 ) -> tuple[list[dict], str | None]:
     """The merchant's customers, newest first; by e-mail (case-insensitive)
     through its index, by external id through its uniqueness record; both
-    given, the customer must match both. Never a table scan."""
+    given, the customer must match both. Never a table scan. A reseller's
+    key (`reseller_id`) lists its book, and finds only its own customers."""
+    if reseller_id is not None:
+        from chalicelib.services import resellers
+
+        if email is None and external_id is None:
+            records, next_cursor = resellers.book(merchant_id, reseller_id, limit, cursor)
+            return [serialize(record) for record in records], next_cursor
+        found, next_cursor = list_customers(merchant_id, email=email, external_id=external_id, limit=limit,
+                                            cursor=cursor)
+        return [c for c in found if c["reseller_id"] == reseller_id], next_cursor
     if external_id is not None:
         if cursor:
             raise InvalidRequest("an external_id matches one customer: there is no next page", param="cursor")
@@ -135,18 +156,9 @@ def customer_names(merchant_id: str, customer_ids) -> dict[str, str]:
 
 def update_customer(merchant_id: str, customer_id: str, changes: dict) -> dict:
     record = store.get_customer(merchant_id, customer_id, consistent=True)
-    before = serialize(record)
     if changes:
         record = store.update_customer(record, changes, isoformat(clock().now()))
-    customer = serialize(record)
-    if customer != before:
-        changed = {key for key in customer if customer[key] != before[key]}
-        notify.publish_event(
-            "customer.updated",
-            {"customer": customer, "previous": {key: before[key] for key in sorted(changed)}},
-            merchant_id,
-        )
-    return customer
+    return serialize(record)
 
 
 def serialize(record: store.CustomerRecord) -> dict:
@@ -163,10 +175,12 @@ def serialize(record: store.CustomerRecord) -> dict:
         "address": record.address_dict(),
         "vat_number": record.vat_number,
         "metadata": record.metadata_dict(),
+        **({"currency": record.currency} if record.currency else {}),
         "default_payment_method": None
         if card is None
         else {key: card[key] for key in ("brand", "last4", "exp_month", "exp_year")},
         "credit_balances": record.credit_balance_table(),
+        "reseller_id": record.reseller_id,
         "created_at": record.created_at,
     }
 

@@ -62,11 +62,6 @@ def attach_device(merchant_id: str, device_id: str, subscription_id: str) -> tup
         raise Conflict(f"subscription {subscription_id} is canceled", code="invalid_state")
     device, what = store.attach_device(merchant_id, device_id, attached, clock().now())
     shown = serialize(device, store.attachments(merchant_id, device_id))
-    if what in ("created", "moved"):
-        from chalicelib import notify
-
-        notify.publish_event("device.attached", {"device": shown, "subscription_id": subscription_id,
-                                                 "moved": what == "moved"}, merchant_id)
     return shown, what == "created"
 
 

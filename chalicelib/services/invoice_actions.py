@@ -96,7 +96,6 @@ def void_invoice(merchant_id: str, invoice_id: str) -> dict:
             _save_with_credit_back(invoice)
         except Conflict:
             continue
-        collecting.publish_invoice_event("invoice.voided", invoice)
         if invoice.billing_reason != "subscription_create":
             # A void first invoice does not start the subscription: it stays incomplete.
             collecting.settle_subscription(invoice)

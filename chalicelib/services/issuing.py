@@ -250,7 +250,7 @@ def _issue_next(subscription, billed: dict, now: datetime) -> _Issued | None:
 
     for record in draft.billed:
         billed[record.period_start] = record
-    changes.publish_change(subscription, entry)
+    changes.report_change(subscription, entry)
     if invoice is not None:
         collecting.invoice_issued(invoice, subscription)
     return _Issued(subscription, billed, invoice, customer)
@@ -264,7 +264,7 @@ def _boundary(subscription, billed: dict, draft: _Draft, invoice_id: str):
     closed_end = parse_instant(subscription.current_period_end)
     usage = usage_store.usage_before(subscription.merchant_id, subscription.subscription_id, closed_end)
     rule = invoicing.at_boundary(account_of(subscription), billed_periods(billed), usage,
-                                 terms_lookup(subscription.merchant_id))
+                                 terms_lookup(subscription.merchant_id, subscription=subscription))
     _take(draft, rule, subscription, billed, invoice_id)
     draft.reasons.append("subscription_cycle")
     if subscription.paused and rule.opening is not None:
@@ -276,6 +276,9 @@ def _boundary(subscription, billed: dict, draft: _Draft, invoice_id: str):
     change_type = "trial_ended" if int(subscription.period_index) < 0 else "renewed"
     if rule.opening is None:
         return "canceled", None
+    if rule.opening.plan.offer_id == subscription.offer_id and rule.opening.version != int(subscription.offer_version):
+        # A price change migrated it: the new period opens on the offer's new version.
+        change_type = "price_migrated"
     return change_type, rule.opening
 
 
@@ -286,7 +289,7 @@ def _after_cancel(subscription, billed: dict, draft: _Draft, invoice_id: str) ->
     end = parse_instant(subscription.current_period_end)
     usage = usage_store.usage_before(subscription.merchant_id, subscription.subscription_id, end)
     rule = invoicing.after_cancel(account_of(subscription), billed_periods(billed), usage,
-                                  terms_lookup(subscription.merchant_id))
+                                  terms_lookup(subscription.merchant_id, subscription=subscription))
     if not rule.lines:
         return
     draft.reasons.append("late_usage")
@@ -387,13 +390,18 @@ def billed_periods(billed: dict) -> dict[str, invoicing.BilledPeriod]:
     return periods
 
 
-def terms_lookup(merchant_id: str, *, billing: bool = True) -> invoicing.TermsAt:
+def terms_lookup(merchant_id: str, *, billing: bool = True, subscription=None) -> invoicing.TermsAt:
     """The merchant's offers in force at an instant, for the invoice rule
-    (the billing run's per-container cache, or a plain read)."""
+    (the billing run's per-container cache, or a plain read). With
+    `subscription`: in its currency, and its own offer at the version it
+    holds through a grandfathering price change."""
     from chalicelib.services import offers
 
     read = offers.terms_for_billing if billing else offers.terms_at
-    return lambda offer_id, at: read(merchant_id, offer_id, at)
+    if subscription is None:
+        return lambda offer_id, at: read(merchant_id, offer_id, at)
+    currency, held_offer, held = subscription.currency, subscription.offer_id, int(subscription.offer_version)
+    return lambda offer_id, at: read(merchant_id, offer_id, at, currency, held if offer_id == held_offer else None)
 
 
 def usage_billed_field(period_start: datetime, inside: proration.BilledUsage) -> dict:

@@ -11,6 +11,7 @@ import unicodedata
 from chalicelib import config
 from chalicelib.clock import clock, isoformat
 from chalicelib.domain.errors import AuthenticationError, InvalidRequest, NotFound
+from chalicelib.domain.ledger import accounts_map
 from chalicelib.ids import new_id
 from chalicelib.store import merchants as store
 
@@ -19,7 +20,7 @@ from chalicelib.store import merchants as store
 # refused at once by the container that revoked it and within this delay by
 # every other one.
 KEY_CACHE_SECONDS = 60
-_key_cache: dict[str, tuple[str, float]] = {}
+_key_cache: dict[str, tuple[tuple[str, str | None], float]] = {}
 
 DEFAULTS = {
     "alert_emails": [],
@@ -112,10 +113,28 @@ def update_merchant(merchant_id: str, changes: dict) -> dict:
     record = store.get_merchant(merchant_id)
     if "siren" in changes or "vat_number" in changes:
         _check_legal_identity(changes.get("siren", record.siren), changes.get("vat_number", record.vat_number))
+    if "accounts" in changes:
+        # The roles given are set; the others keep their numbers.
+        changes = {**changes, "accounts": {**record.account_table(), **changes["accounts"]}}
+    if "fx_rates" in changes:
+        changes = {**changes, "fx_rates": _dated_fx_rates(record, changes["fx_rates"],
+                                                          changes.get("default_currency", record.default_currency))}
     for name, value in changes.items():
         setattr(record, name, value)
     store.save_merchant(record)
     return serialize(record)
+
+
+def _dated_fx_rates(record: store.MerchantRecord, rates: dict[str, str], default_currency: str) -> dict:
+    """The new rates (they replace the old ones), each with the time it was
+    set: a rate sent again unchanged keeps its date."""
+    if default_currency in rates:
+        raise InvalidRequest(f"fx_rates.{default_currency}: the default currency needs no rate",
+                             param=f"fx_rates.{default_currency}")
+    old = record.fx_rate_table()
+    now = isoformat(clock().now())
+    return {code: {"rate": rate, "set_at": old[code]["set_at"] if old.get(code, {}).get("rate") == rate else now}
+            for code, rate in rates.items()}
 
 
 def _check_legal_identity(siren: str | None, vat_number: str | None) -> None:
@@ -150,6 +169,13 @@ def revoke_api_key(merchant_id: str, prefix: str) -> dict:
 
 def authenticate_merchant(api_key: str | None) -> str:
     """The merchant a presented key belongs to, or AuthenticationError."""
+    return authenticate_key(api_key)[0]
+
+
+def authenticate_key(api_key: str | None) -> tuple[str, str | None]:
+    """(merchant, reseller) of a presented key: the reseller is None for a
+    merchant's own key, a payee id for a reseller's (services/payees.py).
+    AuthenticationError for a missing or unknown key."""
     if not api_key:
         raise AuthenticationError("missing API key: send Authorization: Bearer <key>")
     key_hash = hash_key(api_key)
@@ -157,11 +183,23 @@ def authenticate_merchant(api_key: str | None) -> str:
     now = time.monotonic()
     if cached and now - cached[1] < KEY_CACHE_SECONDS:
         return cached[0]
-    merchant_id = store.merchant_for_key(key_hash)
-    if merchant_id is None:
+    owner = store.owner_of_key(key_hash)
+    if owner is None:
         raise AuthenticationError("invalid API key")
-    _key_cache[key_hash] = (merchant_id, now)
-    return merchant_id
+    _key_cache[key_hash] = (owner, now)
+    return owner
+
+
+def forget_key(key_hash: str) -> None:
+    """A revoked key is refused at once by this container."""
+    _key_cache.pop(key_hash, None)
+
+
+def new_reseller_key(merchant_id: str, reseller_id: str) -> tuple[str, store.ApiKeyRecord]:
+    """A key of the merchant's kind that acts for one reseller (its lookup record not written yet)."""
+    api_key, record = _new_key(merchant_id)
+    record.reseller_id = reseller_id
+    return api_key, record
 
 
 def authenticate_operator(api_key: str | None) -> None:
@@ -177,11 +215,25 @@ def serialize(record: store.MerchantRecord) -> dict:
         "default_currency": record.default_currency,
         "alert_emails": list(record.alert_emails or []),
         "tax_rates": record.tax_rate_table(),
+        "accounts": accounts_map(record.account_table()),
         "invoice_prefix": record.invoice_prefix,
         "dunning_retry_days": [int(d) for d in record.dunning_retry_days or []],
         "locale": record.locale,
         "timezone": record.timezone,
+        **_currency_settings(record),
         **record.legal_identity(),
         "api_keys": [{"prefix": prefix} for prefix in sorted(record.key_hashes())],
         "created_at": record.created_at,
     }
+
+
+def _currency_settings(record: store.MerchantRecord) -> dict:
+    """`price_lists`, `fx_rates` and the time each rate was set, once the merchant has some."""
+    shown = {}
+    if record.price_lists:
+        shown["price_lists"] = record.price_list_table()
+    rates = record.fx_rate_table()
+    if rates:
+        shown["fx_rates"] = {code: value["rate"] for code, value in sorted(rates.items())}
+        shown["fx_rates_set_at"] = {code: value["set_at"] for code, value in sorted(rates.items())}
+    return shown

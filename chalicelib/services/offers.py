@@ -46,6 +46,7 @@ OFFER_FIELDS = (
     "ladder",
     "tier_rank",
     "entitlements",
+    "portal_upgrades",
 )
 
 
@@ -60,18 +61,22 @@ def load_offer(merchant_id: str, offer_id: str) -> catalog.Offer:
     return state.model(state.versions[-1])
 
 
-def terms_at(merchant_id: str, offer_id: str, at: datetime) -> tuple[int, catalog.Offer]:
+def terms_at(merchant_id: str, offer_id: str, at: datetime, currency: str | None = None,
+             held: int | None = None) -> tuple[int, catalog.Offer]:
     """(version number, Offer model) in force at `at` (timezone-aware):
     the version with the greatest effective_from <= at; version 1 before
-    version 2 starts, whenever that is."""
+    version 2 starts, whenever that is. `currency`: the Offer as it bills in
+    that currency (its `currency_options`). `held`: the version a subscription
+    of this offer is on, which keeps it through a grandfathering price change."""
     if at.tzinfo is None or at.utcoffset() is None:
         raise ValueError("terms_at needs a timezone-aware instant")
     state = _load(merchant_id, offer_id)
-    version = state.in_force(at)
-    return version.version, state.model(version)
+    version = state.in_force(at, held)
+    return version.version, state.model(version, currency)
 
 
-def terms_for_billing(merchant_id: str, offer_id: str, at: datetime) -> tuple[int, catalog.Offer]:
+def terms_for_billing(merchant_id: str, offer_id: str, at: datetime, currency: str | None = None,
+                      held: int | None = None) -> tuple[int, catalog.Offer]:
     """`terms_at` for the billing run, which asks it for the same few offers
     thousands of times: answered from this container's last read of the
     offer when that read can tell, else read again.
@@ -92,8 +97,8 @@ def terms_for_billing(merchant_id: str, offer_id: str, at: datetime) -> tuple[in
             _RECENT[key] = hit
             if len(_RECENT) > _PARSED_SIZE:
                 _RECENT.pop(next(iter(_RECENT)))
-    version = hit[1].in_force(at)
-    return version.version, hit[1].model(version)
+    version = hit[1].in_force(at, held)
+    return version.version, hit[1].model(version, currency)
 
 
 _RECENT: dict[tuple[str, str], tuple[datetime, "_OfferState"]] = {}
@@ -140,6 +145,7 @@ def create_offer(merchant_id: str, offer: catalog.Offer) -> dict:
         ladder=offer.ladder,
         tier_rank=offer.tier_rank,
         entitlements=list(offer.entitlements),
+        portal_upgrades=_checked_portal_upgrades(merchant_id, offer),
         archived=False,
         created_at=created_at,
         latest_version=1,
@@ -170,7 +176,6 @@ def create_offer(merchant_id: str, offer: catalog.Offer) -> dict:
                 raise
             continue
         created = _OfferState(record, [first]).serialize()
-        _publish("offer.created", created, merchant_id)
         return created
     raise AssertionError("unreachable")
 
@@ -189,15 +194,12 @@ def list_offers(merchant_id: str, *, limit: int = 20, cursor: str | None = None)
 def archive_offer(merchant_id: str, offer_id: str) -> dict:
     """No new subscriptions; existing ones go on. Archiving twice is harmless."""
     state = _load(merchant_id, offer_id)
-    already = bool(state.record.archived)
     store.archive_offer(state.record, isoformat(clock().now()))
-    archived = state.serialize()
-    if not already:
-        _publish("offer.archived", archived, merchant_id)
-    return archived
+    return state.serialize()
 
 
-def add_version(merchant_id: str, offer_id: str, version: catalog.OfferVersion) -> dict:
+def add_version(merchant_id: str, offer_id: str, version: catalog.OfferVersion, *,
+                price_change: dict | None = None) -> dict:
     """New terms for periods starting at or after `effective_from`.
 
     `effective_from` must not be in the past (a period already started keeps
@@ -206,12 +208,15 @@ def add_version(merchant_id: str, offer_id: str, version: catalog.OfferVersion) 
     the catalog's rules in the offer's currency, keep every component (with
     its type) and option of the latest version (subscriptions choose options
     and override component prices by code), and keep the offer's ladder
-    consistent from `effective_from` on."""
+    consistent from `effective_from` on. `price_change` ({"id", "existing",
+    "notice_days", "notice_at"}): the version is a price change
+    (services/price_changes.py); a migrating one's notice is written with it."""
     for attempt in range(WRITE_ATTEMPTS):
         state = _load(merchant_id, offer_id)
         record = state.record
         catalog.validate_terms(record.currency, version.components, version.options)
-        latest = state.versions[-1]
+        catalog.validate_currency_options(record.currency, version, version.currency_options)
+        latest = state.live_versions()[-1]
         _check_keeps_choices(state.model(latest), version)
         now = clock().now()
         if version.effective_from < now:
@@ -225,8 +230,9 @@ def add_version(merchant_id: str, offer_id: str, version: catalog.OfferVersion) 
                 f"effective_from: must be after version {latest.version}'s ({latest.effective_from})",
                 param="effective_from",
             )
-        number = latest.version + 1
-        candidate = state.model(latest).model_copy(update={"components": version.components, "options": version.options})
+        number = state.versions[-1].version + 1
+        candidate = state.model(latest).model_copy(update={"components": version.components, "options": version.options,
+                                                           "currency_options": version.currency_options})
         ladder = None
         if record.ladder is not None and not record.archived:
             ladder = store.get_ladder(merchant_id, record.ladder)
@@ -238,8 +244,14 @@ def add_version(merchant_id: str, offer_id: str, version: catalog.OfferVersion) 
                 field_of_version=True,
             )
         new = _version_record(merchant_id, offer_id, number, isoformat(version.effective_from), version, isoformat(now))
+        notice = None
+        if price_change is not None:
+            new.price_change_id, new.existing = price_change["id"], price_change["existing"]
+            new.notice_days = price_change["notice_days"]
+            if price_change["existing"] == "migrate":
+                notice = _price_notice(merchant_id, offer_id, number, price_change)
         try:
-            store.add_version(record, new, ladder)
+            store.add_version(record, new, ladder, notice)
         except Conflict:
             if attempt == WRITE_ATTEMPTS - 1:
                 raise
@@ -247,7 +259,6 @@ def add_version(merchant_id: str, offer_id: str, version: catalog.OfferVersion) 
         record.latest_version = number
         record.version_starts = [*record.version_starts, new.effective_from]
         changed = _OfferState(record, [*state.versions, new]).serialize()
-        _publish("offer.version_created", changed, merchant_id)
         return changed
     raise AssertionError("unreachable")
 
@@ -256,17 +267,27 @@ def add_version(merchant_id: str, offer_id: str, version: catalog.OfferVersion) 
 # Internals
 
 
-def _publish(detail_type: str, offer: dict, merchant_id: str) -> None:
-    """The domain event of a written change of the catalog (after the write)."""
-    from chalicelib import notify
+def _price_notice(merchant_id: str, offer_id: str, number: int, price_change: dict) -> store.PriceNoticeRecord:
+    from chalicelib.store.due import due_key, due_shard_of
 
-    notify.publish_event(detail_type, {"offer": offer}, merchant_id)
+    return store.PriceNoticeRecord(
+        *store.PriceNoticeRecord.key(merchant_id, price_change["id"]), merchant_id=merchant_id, offer_id=offer_id,
+        price_change_id=price_change["id"], version=number, due_shard=due_shard_of(price_change["id"]),
+        due_at=due_key(price_change["notice_at"]))
+
+
+def price_change_versions(merchant_id: str, offer_id: str) -> tuple[store.OfferRecord, list[store.OfferVersionRecord]]:
+    """The offer and its versions that are price changes, oldest first."""
+    state = _load(merchant_id, offer_id)
+    return state.record, [v for v in state.versions if v.price_change_id]
 
 
 def _version_record(merchant_id, offer_id, number, effective_from, terms, created_at) -> store.OfferVersionRecord:
     # exclude_unset keeps what the merchant sent (defaults stay defaults);
     # never exclude_none: an open tier's `up_to: null` means something.
-    dumped = terms.model_dump(mode="json", exclude_unset=True, include={"components", "options"})
+    dumped = terms.model_dump(mode="json", exclude_unset=True, include={"components", "options", "currency_options"})
+    if not dumped.get("currency_options"):
+        dumped.pop("currency_options", None)
     return store.OfferVersionRecord(
         *store.OfferVersionRecord.key(merchant_id, offer_id, number),
         version=number,
@@ -277,6 +298,11 @@ def _version_record(merchant_id, offer_id, number, effective_from, terms, create
 
 
 def _check_keeps_choices(latest: catalog.Offer, version: catalog.OfferVersion) -> None:
+    kept = set(version.currency_options or {})
+    for code in sorted(set(latest.currency_options or {}) - kept):
+        raise InvalidRequest(
+            f"currency_options: {code} is missing in the new version; subscriptions bill in it, so a version "
+            "keeps the currencies of the one before", param="currency_options")
     types = {c.code: c.type for c in version.components}
     for component in latest.components:
         if types.get(component.code) != component.type:
@@ -345,33 +371,46 @@ class _OfferState:
         self.record = record
         self.versions = versions
 
-    def in_force(self, at: datetime) -> store.OfferVersionRecord:
+    def in_force(self, at: datetime, held: int | None = None) -> store.OfferVersionRecord:
+        """The version in force at `at`: a canceled price change never is;
+        a grandfathering one is not for a subscription `held` on an older version."""
         current = self.versions[0]
         for version in self.versions[1:]:
+            if version.canceled_at or (held is not None and version.version > held
+                                       and version.existing == "grandfather"):
+                continue
             if _instant(version.effective_from) <= at:
                 current = version
         return current
 
+    def live_versions(self) -> list[store.OfferVersionRecord]:
+        """The versions that are or will be in force for someone (not canceled)."""
+        return [v for v in self.versions if not v.canceled_at]
+
     def schedule(self) -> list[tuple[datetime | None, catalog.Offer]]:
         """(start, Offer) per version; version 1 starts with time itself (None)."""
-        return [(None if v.version == 1 else _instant(v.effective_from), self.model(v)) for v in self.versions]
+        return [(None if v.version == 1 else _instant(v.effective_from), self.model(v)) for v in self.live_versions()]
 
-    def model(self, version: store.OfferVersionRecord) -> catalog.Offer:
-        return _parsed_offer(self.record, version)
+    def model(self, version: store.OfferVersionRecord, currency: str | None = None) -> catalog.Offer:
+        offer = _parsed_offer(self.record, version)
+        return offer if currency is None or currency == offer.currency else _in_currency(offer, currency)
 
     def serialize(self) -> dict:
         record = self.record
-        terms = json.loads(self.versions[-1].terms)
+        shown = record.shown_version()
+        terms = json.loads(next(v for v in self.versions if int(v.version) == shown).terms)
+        canceled = {int(n) for n in record.canceled_versions or []}
         return {
             "id": record.offer_id,
             "object": "offer",
             **_offer_fields(record),
             "components": terms["components"],
             "options": terms.get("options", []),
+            **({"currency_options": terms["currency_options"]} if terms.get("currency_options") else {}),
             "status": "archived" if record.archived else "active",
-            "version": int(record.latest_version),
+            "version": shown,
             "versions": [
-                {"version": number, "effective_from": start}
+                {"version": number, "effective_from": start, **({"canceled": True} if number in canceled else {})}
                 for number, start in enumerate(record.version_starts, start=1)
             ],
             "created_at": record.created_at,
@@ -384,9 +423,44 @@ def _offer_fields(record: store.OfferRecord) -> dict:
         if fields[name] is not None:
             fields[name] = int(fields[name])
     fields["entitlements"] = list(fields["entitlements"] or [])
+    fields["portal_upgrades"] = list(fields["portal_upgrades"] or [])
     return fields
 
 
+def _checked_portal_upgrades(merchant_id: str, offer: catalog.Offer) -> list[str]:
+    """The offers a portal may switch to: the merchant's, live, billing the
+    same currency and interval (what a change of offer requires)."""
+    for j, offer_id in enumerate(offer.portal_upgrades):
+        param = f"portal_upgrades[{j}]"
+        try:
+            target = _load(merchant_id, offer_id).record
+        except NotFound:
+            raise InvalidRequest(f"{param}: no offer {offer_id}", param=param) from None
+        if target.archived:
+            raise InvalidRequest(f"{param}: offer {offer_id} is archived", param=param)
+        if (target.currency, target.billing_interval, int(target.interval_count)) != (
+                offer.currency, offer.billing_interval, offer.interval_count):
+            raise InvalidRequest(f"{param}: offer {offer_id} bills another currency or interval", param=param)
+    return list(offer.portal_upgrades)
+
+
+def _in_currency(offer: catalog.Offer, currency: str) -> catalog.Offer:
+    """The version's Offer in another of its currencies, built once per
+    container (rating's price books are keyed by the Offer object)."""
+    key = (id(offer), currency)
+    with _parsed_lock:
+        hit = _IN_CURRENCY.get(key)
+        if hit is not None and hit[0] is offer:
+            return hit[1]
+    priced = offer.in_currency(currency)
+    with _parsed_lock:
+        _IN_CURRENCY[key] = (offer, priced)
+        if len(_IN_CURRENCY) > _PARSED_SIZE:
+            _IN_CURRENCY.pop(next(iter(_IN_CURRENCY)))
+    return priced
+
+
+_IN_CURRENCY: dict[tuple, tuple[catalog.Offer, catalog.Offer]] = {}
 _PARSED: OrderedDict[tuple[str, str, int], catalog.Offer] = OrderedDict()
 _PARSED_SIZE = 2048
 _parsed_lock = threading.Lock()

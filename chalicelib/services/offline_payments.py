@@ -76,10 +76,7 @@ def record_payment(merchant_id: str, invoice_id: str, *, method: str, amount: De
         except Conflict:
             continue
         if invoice.status == "paid":
-            collecting.publish_invoice_event("invoice.paid", invoice)
             collecting.settle_subscription(invoice)
-        else:
-            collecting.publish_invoice_event("invoice.payment_recorded", invoice)
         return serialize(entry, invoice)
     raise Conflict("the invoice kept changing while the payment was recorded; read it again",
                    code="version_conflict")

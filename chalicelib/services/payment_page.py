@@ -47,11 +47,17 @@ def payment_page(token: str) -> PaymentPage:
     (created on the first visit). Each visit makes its own SetupIntent, as
     Stripe recommends; an abandoned one costs nothing."""
     link = open_link(token)
-    customer = customer_store.get_customer(link.merchant_id, link.customer_id)
-    merchant = merchant_store.get_merchant(link.merchant_id)
+    return page_for(link.merchant_id, link.customer_id, link.expires_at)
+
+
+def page_for(merchant_id: str, customer_id: str, expires_at: datetime) -> PaymentPage:
+    """The page for one customer, whatever opened it (a payment link, the
+    customer portal's "replace the card")."""
+    customer = customer_store.get_customer(merchant_id, customer_id)
+    merchant = merchant_store.get_merchant(merchant_id)
     stripe_customer_id = cards.stripe_customer_for(customer)
     intent = payments.create_setup_intent(
-        stripe_customer_id, merchant_id=link.merchant_id, customer_id=link.customer_id
+        stripe_customer_id, merchant_id=merchant_id, customer_id=customer_id
     )
     js_url, origin = stripe_js()
     return PaymentPage(
@@ -61,13 +67,13 @@ def payment_page(token: str) -> PaymentPage:
         language=page_language(customer.locale or merchant.locale),
         timezone=merchant.timezone or "UTC",
         now=clock().now(),
-        expires_at=link.expires_at,
+        expires_at=expires_at,
         client_secret=intent.client_secret,
         publishable_key=config.secret("stripe_publishable_key"),
         stripe_js_url=js_url,
         stripe_origin=origin,
         current_card=cards.current_card(customer),
-        charges=upcoming_charges(link.merchant_id, link.customer_id),
+        charges=upcoming_charges(merchant_id, customer_id),
     )
 
 
@@ -75,13 +81,17 @@ def complete(token: str, setup_intent_id: str) -> dict:
     """The page says Elements confirmed `setup_intent_id`: read it from
     Stripe, check it is this customer's, and make its card the default."""
     link = open_link(token)
+    return complete_for(link.merchant_id, link.customer_id, setup_intent_id)
+
+
+def complete_for(merchant_id: str, customer_id: str, setup_intent_id: str) -> dict:
     if not SETUP_INTENT_ID.match(setup_intent_id):
         raise InvalidRequest("setup_intent: not a SetupIntent id", param="setup_intent")
     try:
         intent = payments.retrieve_setup_intent(setup_intent_id)
     except payments.NoSuchObject:
         raise InvalidRequest("setup_intent: no such SetupIntent", param="setup_intent") from None
-    card = cards.complete_card_setup(link.merchant_id, link.customer_id, intent, completed_by="page")
+    card = cards.complete_card_setup(merchant_id, customer_id, intent, completed_by="page")
     return {"default_payment_method": card}
 
 

@@ -32,10 +32,7 @@ The price: the figures lag the facts by the stream's delay (about a second).
 """
 from __future__ import annotations
 
-import csv
-import gzip
 import heapq
-import io
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -46,14 +43,14 @@ from chalicelib.domain import reports as domain
 from chalicelib.domain.errors import InvalidRequest, NotFound
 from chalicelib.domain.money import ZERO
 from chalicelib.observability import logger, metrics
+from chalicelib.services.exports import write_export
 from chalicelib.store import reports as store
 
 # The usage statistics are read per day: a year of one meter at most.
 MAX_USAGE_DAYS = 366
 EXPORT_PAGE = 100
-# A Lambda answers API Gateway with at most 6 MB (base64 included): a larger
-# plain CSV could not be delivered; gzipped, 100,000 lines are ~0.6 MB.
-MAX_PLAIN_EXPORT_BYTES = 4_000_000
+# Aggregates added in one transaction with the change's marker.
+FIGURES_PER_CHANGE = 90
 
 
 # ---------------------------------------------------------------------------
@@ -118,7 +115,12 @@ def count_change(record: dict, batch: _Batch | None = None) -> bool:
     if not merchant_id.startswith("mer_"):
         return False
     if sk == "invoice":
+        from chalicelib.services import accounting
+
         figures, usage = _invoice_change(old, new), {}
+        books, entries = accounting.invoice_books_change(old, new)
+        accounting.write_entries(merchant_id, entries)
+        figures = {**figures, **books}
     elif sk == "subscription":
         figures, usage = _subscription_change(merchant_id, old, new), {}
     elif sk == "usage_event" and record.get("eventName") == "INSERT":
@@ -130,7 +132,17 @@ def count_change(record: dict, batch: _Batch | None = None) -> bool:
     if not figures and not usage:
         return False
     expires_at = int((clock().now() + timedelta(days=store.MARKER_DAYS)).timestamp())
-    return store.add_figures(merchant_id, record["eventID"], figures, usage, expires_at)
+    # One transaction holds at most 99 aggregates beside its marker: a change
+    # that touches more (a line earned over years) is added in parts, each
+    # once under a marker of its own.
+    keys = sorted(figures)
+    parts = [keys[i:i + FIGURES_PER_CHANGE] for i in range(0, len(keys), FIGURES_PER_CHANGE)] or [[]]
+    counted = False
+    for index, part in enumerate(parts):
+        change_id = record["eventID"] if index == 0 else f"{record['eventID']}#{index}"
+        counted |= store.add_figures(merchant_id, change_id, {k: figures[k] for k in part},
+                                     usage if index == 0 else {}, expires_at)
+    return counted
 
 
 def _invoice_change(old: dict | None, new: dict | None) -> domain.Figures:
@@ -186,7 +198,8 @@ def recurring_per_month(record) -> Decimal:
 
     start = domain.parse_instant(record.current_period_start)
     end = domain.parse_instant(record.current_period_end)
-    _, terms = offers.terms_for_billing(record.merchant_id, record.offer_id, start)
+    _, terms = offers.terms_for_billing(record.merchant_id, record.offer_id, start, record.currency,
+                                        int(record.offer_version))
     lines = rate_fees(terms, tuple(record.options or ()), record.price_overrides or None, Period(start, end))
     fee = sum((line.amount for line in lines), ZERO)
     return domain.monthly_amount(fee, record.billing_interval, int(record.interval_count))
@@ -267,7 +280,20 @@ def _text(image: dict | None, name: str) -> str | None:
 def summary(merchant_id: str, month: str | None) -> dict:
     """The month's figures per currency, from the aggregates: one Query."""
     month = domain.parse_month(month)
-    return domain.summarize(month, store.aggregates_from(merchant_id, domain.add_months(month, -2)))
+    report = domain.summarize(month, store.aggregates_from(merchant_id, domain.add_months(month, -2)))
+    return with_converted_total(merchant_id, report)
+
+
+def with_converted_total(merchant_id: str, report: dict) -> dict:
+    """A report with figures in another currency than the merchant's also
+    carries their `total` in it, at the merchant's `fx_rates` (domain/fx.py)."""
+    from chalicelib.domain.fx import converted_total
+    from chalicelib.store import merchants as merchant_store
+
+    merchant = merchant_store.get_merchant(merchant_id)
+    if set(report["currencies"]) - {merchant.default_currency}:
+        report["total"] = converted_total(report["currencies"], merchant.default_currency, merchant.fx_rate_table())
+    return report
 
 
 # ---------------------------------------------------------------------------
@@ -339,22 +365,22 @@ def invoice_export(merchant_id: str, month: str | None, *, compress: bool) -> by
     compressed when the client accepts it (100,000 lines are ~15 MB of CSV,
     ~1.5 MB gzipped: a Lambda answers 6 MB at most)."""
     month = domain.parse_month(month)
-    buffer = io.BytesIO()
-    raw = gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) if compress else buffer
-    text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
-    writer = csv.writer(text)
-    writer.writerow(domain.EXPORT_COLUMNS)
-    for invoice in _invoices_of_month(merchant_id, month):
-        writer.writerows(domain.export_rows(invoice))
-    text.flush()
-    text.detach()
-    if compress:
-        raw.close()
-    if not compress and buffer.tell() > MAX_PLAIN_EXPORT_BYTES:
-        raise InvalidRequest(
-            f"the export is larger than {MAX_PLAIN_EXPORT_BYTES // 1_000_000} MB uncompressed: "
-            "send Accept-Encoding: gzip", param="Accept-Encoding", code="export_too_large")
-    return buffer.getvalue()
+    account_of_kind = _line_accounts(merchant_id)
+    rows = (row for invoice in _invoices_of_month(merchant_id, month)
+            for row in domain.export_rows(invoice, account_of_kind))
+    return write_export(domain.EXPORT_COLUMNS, rows, compress=compress)
+
+
+
+
+def _line_accounts(merchant_id: str):
+    """line kind -> the account the journal credits it to, with the
+    merchant's accounts (domain/ledger.py)."""
+    from chalicelib.domain import ledger
+    from chalicelib.store import merchants
+
+    accounts = ledger.accounts_map(merchants.get_merchant(merchant_id).account_table())
+    return lambda kind: accounts[ledger.line_role(kind)]
 
 
 def _invoices_of_month(merchant_id: str, month: str) -> Iterator[dict]:

@@ -15,25 +15,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from chalicelib import notify
 from chalicelib.clock import clock, isoformat
 from chalicelib.domain import lifecycle
 from chalicelib.store import subscriptions as store
-
-
-EVENT_TYPES = {
-    "created": "subscription.created",
-    "changed": "subscription.updated",
-    "change_scheduled": "subscription.change_scheduled",
-    "cancellation_scheduled": "subscription.cancellation_scheduled",
-    "canceled": "subscription.canceled",
-    "reactivated": "subscription.reactivated",
-    "paused": "subscription.paused",
-    "resumed": "subscription.resumed",
-    "activated": "subscription.activated",
-    "past_due": "subscription.past_due",
-}
-
 
 # Fields of the public object that are not part of its history.
 _NOT_HISTORY = ("id", "object")
@@ -81,17 +65,11 @@ def history_entry(record: store.SubscriptionRecord, before: dict | None, change_
                                reason=reason or None)
 
 
-def publish_change(record: store.SubscriptionRecord, entry: store.HistoryRecord) -> None:
-    """The domain event of a saved change (after the write: never for a change that was not written)."""
-    notify.publish_event(
-        EVENT_TYPES.get(entry.type, f"subscription.{entry.type}"),
-        {
-            "subscription": serialize(record),
-            "change": {"type": entry.type, "actor": entry.actor, "at": entry.at,
-                       "before": entry.before, "after": entry.after, "reason": entry.reason},
-        },
-        record.merchant_id,
-    )
+def report_change(record: store.SubscriptionRecord, entry: store.HistoryRecord) -> None:
+    """What follows a saved change (never one that was not written): its
+    outcome for the parts that act on it (chalicelib/outcomes.py). Its
+    domain event is derived from the history entry the change wrote
+    (services/domain_events.py)."""
     from chalicelib import outcomes
 
     outcomes.report("subscription_changed", record, entry.type)
@@ -134,7 +112,7 @@ def commit(record, before: dict, change_type: str, actor: str, at: datetime, rea
     record.updated_at = isoformat(at)
     entry = history_entry(record, before, change_type, actor, at, reason)
     store.save_subscription(record, entry)
-    publish_change(record, entry)
+    report_change(record, entry)
     return serialize(record)
 
 

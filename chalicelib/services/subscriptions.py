@@ -5,9 +5,9 @@ Every use case reads the subscription consistently, lets the domain decide
 (`lifecycle.transition` for the state, `proration` and `rating` for money),
 and saves the next version with its history record in one conditional
 transaction (`store.save_subscription`): a concurrent change loses with 409
-`version_conflict` and nothing of it is written. The domain event goes out
-after the write (`notify.publish_event`), and a failed publish does not fail
-the change.
+`version_conflict` and nothing of it is written. The domain event is
+derived from the history record written (services/domain_events.py): none
+for a change that was not written, and never lost for one that was.
 
 Invoices to issue now (the first period's fees, an immediate change or
 cancellation, a resume into an unpaid period) are computed here with the
@@ -34,7 +34,7 @@ from chalicelib.domain.rating import InvoiceLine, MeterUsage
 from chalicelib.ids import new_id
 from chalicelib.services import collecting, invoice_actions, invoices, issuing, offers
 from chalicelib.services.subscription_changes import (
-    commit, history_entry, public_fields, publish_change, serialize, set_state, state_of,
+    commit, history_entry, public_fields, report_change, serialize, set_state, state_of,
 )
 from chalicelib.store import customers as customers_store
 from chalicelib.store import merchants as merchants_store
@@ -51,7 +51,7 @@ MAX_BACKDATE = timedelta(days=1)
 # Use cases of the API
 
 
-def create_subscription(merchant_id: str, fields: dict, actor: str) -> dict:
+def create_subscription(merchant_id: str, fields: dict, actor: str, *, subscription_id: str | None = None) -> dict:
     """Subscribe a customer to an offer.
 
     `fields`: customer_id, offer_id, options, price_overrides, start_at
@@ -59,7 +59,9 @@ def create_subscription(merchant_id: str, fields: dict, actor: str) -> dict:
     unknown customer or offer (404 naming the field), an archived offer
     (409 `offer_archived`), options or overrides the offer does not have
     (400 naming them), phases that are not ascending or whose offers bill
-    another currency or interval (400)."""
+    another currency or interval (400). `subscription_id`: an id reserved
+    beforehand (a checkout's), so that whoever finishes a crashed attempt
+    finds the subscription it made."""
     now = clock().now()
     customer = _referenced(lambda: customers_store.get_customer(merchant_id, fields["customer_id"]), "customer_id")
     offer_id = fields["offer_id"]
@@ -84,11 +86,12 @@ def create_subscription(merchant_id: str, fields: dict, actor: str) -> dict:
 
     options = list(fields.get("options") or [])
     overrides = fields.get("price_overrides") or None
-    version, terms = offers.terms_at(merchant_id, offer_id, current.start)
+    currency = billing_currency(customer, merchant, offer)
+    version, terms = offers.terms_at(merchant_id, offer_id, current.start, currency)
     _check_choices(terms, options, overrides)
     phases = _checked_phases(merchant_id, offer, options, overrides, fields.get("phases") or [])
 
-    subscription_id = new_id("sub")
+    subscription_id = subscription_id or new_id("sub")
     record = store.SubscriptionRecord(
         *store.SubscriptionRecord.key(merchant_id, subscription_id),
         merchant_id=merchant_id,
@@ -135,7 +138,7 @@ def create_subscription(merchant_id: str, fields: dict, actor: str) -> dict:
         record.status = "incomplete" if due_now and customer.default_card is None else "active"
     entry = history_entry(record, None, "created", actor, now)
     store.create_subscription(record, entry)
-    publish_change(record, entry)
+    report_change(record, entry)
     return _issue_now(record)
 
 
@@ -199,7 +202,8 @@ def change_subscription(merchant_id: str, subscription_id: str, fields: dict, ac
     period = _current_period(record)
 
     if fields["effective"] == "period_end":
-        _, terms = offers.terms_at(merchant_id, offer_id, period.end)
+        _, terms = offers.terms_at(merchant_id, offer_id, period.end, record.currency,
+                                   record.offer_version if offer_id == record.offer_id else None)
         _check_choices(terms, options, overrides)
         if new == current:
             if record.pending_change is None:
@@ -217,13 +221,14 @@ def change_subscription(merchant_id: str, subscription_id: str, fields: dict, ac
             }
         return commit(record, before, "change_scheduled", actor, now, reason)
 
-    new_version, new_terms = offers.terms_at(merchant_id, offer_id, period.start)
+    new_version, new_terms = offers.terms_at(merchant_id, offer_id, period.start, record.currency,
+                                             record.offer_version if offer_id == record.offer_id else None)
     _check_choices(new_terms, options, overrides)
     if new == current and record.pending_change is None:
         raise InvalidRequest("the subscription already has these terms", param="offer_id")
     if record.status != "trialing" and new != current:
         draft = invoicing.change_now(issuing.account_of(record), _usage(record, period),
-                                     issuing.terms_lookup(merchant_id, billing=False), now, new)
+                                     issuing.terms_lookup(merchant_id, billing=False, subscription=record), now, new)
         if now < period.start:
             # Nothing has started: the first invoice is simply the new terms'.
             record.pending_invoice_items = [i for i in record.pending_invoice_items or []
@@ -279,7 +284,7 @@ def cancel_subscription(
         record.pending_invoice_items = [i for i in record.pending_invoice_items or [] if i["reason"] != "opening"]
         record.fees_billed_until = None
     draft = invoicing.cancel_now(issuing.account_of(record), _usage(record, period),
-                                 issuing.terms_lookup(merchant_id, billing=False), now)
+                                 issuing.terms_lookup(merchant_id, billing=False, subscription=record), now)
     if proration.worth_invoicing(list(draft.lines)):
         _add_pending_item(record, "cancel", list(draft.lines), period, due=now, at=now)
     if draft.billed_inside is not None:
@@ -328,7 +333,7 @@ def resume_subscription(merchant_id: str, subscription_id: str, actor: str) -> d
     state = lifecycle.transition(state_of(record), "resume", lifecycle.Context(at=now))
     period = _current_period(record)
     fees_billed = _fees_billed(record, period)
-    lines = list(invoicing.resume_now(issuing.account_of(record), issuing.terms_lookup(merchant_id, billing=False),
+    lines = list(invoicing.resume_now(issuing.account_of(record), issuing.terms_lookup(merchant_id, billing=False, subscription=record),
                                       now).lines)
     if proration.worth_invoicing(lines):
         _add_pending_item(record, "resume", lines, period, due=now, at=now)
@@ -397,7 +402,7 @@ def upcoming_invoice(merchant_id: str, subscription_id: str) -> dict:
     else:
         usage = usage_store.usage_before(merchant_id, subscription_id, period.end)
         lines = list(invoicing.at_boundary(issuing.account_of(record), issuing.billed_periods(billed), usage,
-                                           issuing.terms_lookup(merchant_id, billing=False)).lines)
+                                           issuing.terms_lookup(merchant_id, billing=False, subscription=record)).lines)
         billing_at = period.end
         invoice_period = period
     customer = customers_store.get_customer(merchant_id, record.customer_id)
@@ -537,10 +542,26 @@ def _offer_for_new_terms(merchant_id: str, offer_id: str, param: str) -> catalog
     return offer
 
 
+def billing_currency(customer, merchant, offer: catalog.Offer) -> str:
+    """The currency a new subscription bills in: the customer's `currency`,
+    else the merchant's price list for the customer's country, else the
+    offer's own; the offer must have prices in it (`currency_options`)."""
+    priced = {offer.currency, *(offer.currency_options or {})}
+    if customer.currency:
+        if customer.currency not in priced:
+            raise InvalidRequest(
+                f"offer_id: the customer pays in {customer.currency} and offer {offer.code!r} has no prices in it "
+                f"(it bills in {', '.join(sorted(priced))}); amounts are never converted", param="offer_id")
+        return customer.currency
+    listed = merchant.price_list_table().get(customer.country or "")
+    # A price list names the currency where the offer has prices in it; else the offer's own.
+    return listed if listed in priced else offer.currency
+
+
 def _check_same_billing(record_or_offer, offer: catalog.Offer, param: str) -> None:
     currency = record_or_offer.currency
     interval = (record_or_offer.billing_interval, int(record_or_offer.interval_count))
-    if offer.currency != currency:
+    if offer.currency != currency and currency not in (offer.currency_options or {}):
         raise InvalidRequest(
             f"{param}: the offer bills in {offer.currency}, the subscription in {currency}; "
             "amounts are never converted", param=param,

@@ -16,11 +16,11 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from chalicelib.clock import clock, isoformat, parse_instant
-from chalicelib.domain.errors import Conflict, InvalidRequest, NotFound
+from chalicelib.domain.errors import Conflict, InvalidRequest
 from chalicelib.domain.money import format_decimal
 from chalicelib.domain.usage import EventTally, UsageCalendar
 from chalicelib.domain.usage import parse_instant as parse_event_instant
@@ -75,27 +75,11 @@ def record_events(merchant_id: str, events: Sequence[EventInput]) -> dict:
     for attempt in range(ATTEMPTS):
         try:
             duplicates = _record(merchant_id, events, calendars, now, written)
-            _publish_recorded(merchant_id, [event for event in events if event.event_id in written])
             _bill_late_usage(merchant_id, events, written, canceled, now)
             return {"accepted": len(written), "duplicates": duplicates}
         except store.StaleUsage:
             time.sleep(random.uniform(0, 0.01 * 2**attempt))
     raise Conflict("too many concurrent writes to the same usage; retry the request", code="version_conflict")
-
-
-def _publish_recorded(merchant_id: str, events: list[EventInput]) -> None:
-    """`usage.recorded`: the events this request added (duplicates are not
-    news), after the write; at most 500 a request, well inside EventBridge's
-    256 KB per event."""
-    if not events:
-        return
-    from chalicelib import notify
-
-    notify.publish_event("usage.recorded", {"events": [
-        {"event_id": e.event_id, "subscription_id": e.subscription_id, "meter": e.meter,
-         "quantity": format_decimal(e.quantity), "timestamp": isoformat(e.timestamp), "corrects": e.corrects}
-        for e in events
-    ]}, merchant_id)
 
 
 def _bill_late_usage(merchant_id: str, events: Sequence[EventInput], written: set[str],

@@ -169,6 +169,9 @@ class CustomerRecord(AuditedRecord):
     # Stripe's address shape; the VAT number of a business customer.
     address = MapAttribute(null=True)
     vat_number = UnicodeAttribute(null=True)
+    # The currency its subscriptions bill in (the offers' `currency_options`);
+    # none: the merchant's price list for its country, else the offer's.
+    currency = UnicodeAttribute(null=True)
     metadata = MapAttribute(default=dict)
     created_at = UnicodeAttribute()
     updated_at = UnicodeAttribute(null=True)
@@ -185,6 +188,9 @@ class CustomerRecord(AuditedRecord):
     # currency -> decimal string ("12.50"), only currencies with a balance;
     # moved by the invoice engine (`credit_balance_update`).
     credit_balances = MapAttribute(default=dict)
+    # The reseller (a payee, store/payees.py) that brought the customer:
+    # its commissions, and what its key sees. Set when the customer is made.
+    reseller_id = UnicodeAttribute(null=True)
     gsi1pk = UnicodeAttribute()
     gsi1sk = UnicodeAttribute()
     gsi2pk = UnicodeAttribute()
@@ -412,6 +418,10 @@ def create_customer(record: CustomerRecord) -> None:
                 write.save(_external_id(record), condition=ExternalIdRecord.pk.does_not_exist())
             for token in name_tokens(record.name):
                 write.save(_name_token(record.merchant_id, token, record.customer_id, record.name))
+            if record.reseller_id is not None:
+                from chalicelib.store.payees import book_entry
+
+                write.save(book_entry(record.merchant_id, record.reseller_id, record.customer_id))
     except TransactWriteError as error:
         if is_condition_failure(error) and record.external_id is not None:
             _raise_external_id_taken(record.merchant_id, record.external_id)
@@ -419,8 +429,9 @@ def create_customer(record: CustomerRecord) -> None:
 
 
 # Fields a merchant edits, and those it may clear with null.
-EDITABLE = ("name", "email", "country", "external_id", "locale", "tax_exempt", "metadata", "address", "vat_number")
-CLEARABLE = ("external_id", "locale", "address", "vat_number")
+EDITABLE = ("name", "email", "country", "external_id", "locale", "tax_exempt", "metadata", "address", "vat_number",
+            "currency")
+CLEARABLE = ("external_id", "locale", "address", "vat_number", "currency")
 
 
 def update_customer(record: CustomerRecord, changes: dict, updated_at: str) -> CustomerRecord:

@@ -8,6 +8,7 @@ both. Its kind is the item's `sk`:
 - `subscription`: its next billing (a boundary or an invoice queued now);
 - `invoice`: its next payment attempt, or the end of an attempt's lease;
 - `alert`, `alert_digest`: an e-mail still to send.
+- `webhook_delivery`: a webhook attempt owed, or the end of one's lease.
 
 The index projects keys only: the runs read the shards in parallel, and the
 worker that handles an entry reads the item itself, consistently.

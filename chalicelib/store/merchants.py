@@ -15,6 +15,14 @@ class MerchantRecord(AuditedRecord):
     alert_emails = ListAttribute(of=UnicodeAttribute, default=list)
     # country -> rate as a decimal string ("20.0"); never a float.
     tax_rates = MapAttribute(default=dict)
+    # country -> the currency its customers pay in ({"US": "USD", "JP": "JPY"}).
+    price_lists = MapAttribute(null=True)
+    # currency -> {"rate": decimal string, "set_at": ISO time}: the merchant's
+    # rate of one unit of it in default_currency, for the reports' total.
+    fx_rates = MapAttribute(null=True)
+    # role -> account number of the accounting exports (domain/ledger.py),
+    # only the roles the merchant set.
+    accounts = MapAttribute(default=dict)
     invoice_prefix = UnicodeAttribute()
     dunning_retry_days = ListAttribute(of=NumberAttribute, default=list)
     locale = UnicodeAttribute(default="en")
@@ -46,6 +54,16 @@ class MerchantRecord(AuditedRecord):
     def tax_rate_table(self) -> dict[str, str]:
         return _plain(self.tax_rates)
 
+    def price_list_table(self) -> dict[str, str]:
+        return _plain(self.price_lists)
+
+    def fx_rate_table(self) -> dict[str, dict]:
+        return {code: _plain(value) if isinstance(value, MapAttribute) else dict(value)
+                for code, value in _plain(self.fx_rates).items()}
+
+    def account_table(self) -> dict[str, str]:
+        return _plain(self.accounts)
+
     def address_dict(self) -> dict | None:
         return None if self.address is None else _plain(self.address)
 
@@ -74,6 +92,9 @@ class ApiKeyRecord(BillingRecord):
     merchant_id = UnicodeAttribute()
     prefix = UnicodeAttribute()
     created_at = UnicodeAttribute()
+    # A reseller's key (store/payees.py): it acts for the merchant, limited
+    # to the reseller's customers and their subscriptions.
+    reseller_id = UnicodeAttribute(null=True)
 
     @staticmethod
     def key(key_hash: str) -> tuple[str, str]:
@@ -99,6 +120,15 @@ def merchant_for_key(key_hash: str) -> str | None:
         return ApiKeyRecord.get(*ApiKeyRecord.key(key_hash)).merchant_id
     except DoesNotExist:
         return None
+
+
+def owner_of_key(key_hash: str) -> tuple[str, str | None] | None:
+    """(merchant, reseller or None) of a presented key, or None."""
+    try:
+        record = ApiKeyRecord.get(*ApiKeyRecord.key(key_hash))
+    except DoesNotExist:
+        return None
+    return record.merchant_id, record.reseller_id
 
 
 def add_api_key(merchant: MerchantRecord, key: ApiKeyRecord, key_hash: str) -> None:

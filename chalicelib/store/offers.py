@@ -45,6 +45,7 @@ from chalicelib.store.base import AuditedRecord, BillingRecord, decode_cursor, p
 from chalicelib.store.errors import is_condition_failure
 
 OFFER_SK = "offer"
+PRICE_NOTICE_SK = "price_notice"
 
 
 def offer_pk(merchant_id: str, offer_id: str) -> str:
@@ -88,12 +89,15 @@ class OfferRecord(OfferPart, discriminator="offer"):
     ladder = UnicodeAttribute(null=True)
     tier_rank = NumberAttribute(null=True)
     entitlements = ListAttribute(of=UnicodeAttribute, default=list)
+    portal_upgrades = ListAttribute(of=UnicodeAttribute, default=list)
     archived = BooleanAttribute(default=False)
     archived_at = UnicodeAttribute(null=True)
     created_at = UnicodeAttribute()
     latest_version = NumberAttribute()
     # effective_from of version n at index n-1 (ISO 8601, Z).
     version_starts = ListAttribute(of=UnicodeAttribute, default=list)
+    # Numbers of the versions whose price change was canceled before it took effect.
+    canceled_versions = ListAttribute(of=NumberAttribute, default=list)
     gsi1pk = UnicodeAttribute()
     gsi1sk = UnicodeAttribute()
     by_merchant = OffersOfMerchant()
@@ -101,6 +105,11 @@ class OfferRecord(OfferPart, discriminator="offer"):
     @staticmethod
     def key(merchant_id: str, offer_id: str) -> tuple[str, str]:
         return offer_pk(merchant_id, offer_id), OFFER_SK
+
+    def shown_version(self) -> int:
+        """The latest version that is not a canceled price change."""
+        canceled = {int(n) for n in self.canceled_versions or []}
+        return max(n for n in range(1, int(self.latest_version) + 1) if n not in canceled)
 
 
 class OfferVersionRecord(OfferPart, discriminator="offer_version"):
@@ -110,10 +119,37 @@ class OfferVersionRecord(OfferPart, discriminator="offer_version"):
     # (amounts as decimal strings, an open tier's `up_to: null` kept).
     terms = UnicodeAttribute()
     created_at = UnicodeAttribute()
+    # A version scheduled as a price change (POST /offers/{id}/price-changes):
+    # its id, what existing subscriptions do (`grandfather`: keep their
+    # version; `migrate`: move at their first boundary from effective_from),
+    # how many days before the customers hear of it, and its cancellation
+    # (a canceled version is never in force).
+    price_change_id = UnicodeAttribute(null=True)
+    existing = UnicodeAttribute(null=True)
+    notice_days = NumberAttribute(null=True)
+    canceled_at = UnicodeAttribute(null=True)
 
     @staticmethod
     def key(merchant_id: str, offer_id: str, number: int) -> tuple[str, str]:
         return offer_pk(merchant_id, offer_id), version_sk(number)
+
+
+class PriceNoticeRecord(BillingRecord):
+    """The customers' notice of a migrating price change, in the `due` index
+    (sk `price_notice`) at the time it is to be sent; it leaves the index
+    once every e-mail is recorded (each one an alert, once per subscription)."""
+
+    merchant_id = UnicodeAttribute()
+    offer_id = UnicodeAttribute()
+    price_change_id = UnicodeAttribute()
+    version = NumberAttribute()
+    due_shard = UnicodeAttribute(null=True)
+    due_at = UnicodeAttribute(null=True)
+    sent_at = UnicodeAttribute(null=True)
+
+    @staticmethod
+    def key(merchant_id: str, price_change_id: str) -> tuple[str, str]:
+        return f"{merchant_id}#{price_change_id}", PRICE_NOTICE_SK
 
 
 class OfferCodeRecord(BillingRecord):
@@ -161,7 +197,7 @@ def latest_versions(offers: list[OfferRecord]) -> dict[str, OfferVersionRecord]:
     """offer_id -> latest version record, in one BatchGet for a page of offers."""
     if not offers:
         return {}
-    keys = [OfferVersionRecord.key(o.merchant_id, o.offer_id, o.latest_version) for o in offers]
+    keys = [OfferVersionRecord.key(o.merchant_id, o.offer_id, o.shown_version()) for o in offers]
     by_pk = {o.pk: o.offer_id for o in offers}
     return {by_pk[record.pk]: record for record in OfferVersionRecord.batch_get(keys, consistent_read=True)}
 
@@ -242,13 +278,17 @@ def _join_ladder(write, offer: OfferRecord, ladder: LadderRecord | None) -> None
         )
 
 
-def add_version(offer: OfferRecord, version: OfferVersionRecord, ladder: LadderRecord | None) -> None:
+def add_version(offer: OfferRecord, version: OfferVersionRecord, ladder: LadderRecord | None,
+                notice: PriceNoticeRecord | None = None) -> None:
     """Append `version` (the offer's latest_version + 1) if nobody added one
     since `offer` was read, and, for an offer checked against its ladder,
-    if the ladder did not change since `ladder` was read."""
+    if the ladder did not change since `ladder` was read; with `notice`,
+    the customers' notice of its price change, due when it is to be sent."""
     with _writing("the offer or its ladder changed while this version was checked; retry"):
         with transaction(_attempt_token()) as write:
             write.save(version, condition=OfferVersionRecord.pk.does_not_exist())
+            if notice is not None:
+                write.save(notice, condition=PriceNoticeRecord.pk.does_not_exist())
             write.update(
                 offer,
                 actions=[
@@ -263,6 +303,34 @@ def add_version(offer: OfferRecord, version: OfferVersionRecord, ladder: LadderR
                     actions=[LadderRecord.revision.set(ladder.revision + 1)],
                     condition=LadderRecord.revision == ladder.revision,
                 )
+
+
+def cancel_version(offer: OfferRecord, version: OfferVersionRecord, at: str) -> None:
+    """Cancel a version's pending price change: the version is never in
+    force, the offer lists it canceled, its notice leaves the due index.
+    Conflict when it was canceled meanwhile."""
+    with _writing("the price change was canceled meanwhile"):
+        with transaction(_attempt_token()) as write:
+            write.update(version, actions=[OfferVersionRecord.canceled_at.set(at)],
+                         condition=OfferVersionRecord.pk.exists() & OfferVersionRecord.canceled_at.does_not_exist())
+            write.update(offer, actions=[OfferRecord.canceled_versions.set(
+                (OfferRecord.canceled_versions | []).append([int(version.version)]))])
+            if version.existing == "migrate" and version.price_change_id:
+                notice = PriceNoticeRecord(*PriceNoticeRecord.key(offer.merchant_id, version.price_change_id))
+                write.update(notice, actions=[PriceNoticeRecord.due_shard.remove(), PriceNoticeRecord.due_at.remove()])
+
+
+def due_price_notice(merchant_id: str, price_change_id: str) -> PriceNoticeRecord | None:
+    try:
+        return PriceNoticeRecord.get(*PriceNoticeRecord.key(merchant_id, price_change_id), consistent_read=True)
+    except DoesNotExist:
+        return None
+
+
+def price_notice_sent(notice: PriceNoticeRecord, at: str) -> None:
+    """Every e-mail of the notice is recorded: it leaves the due index."""
+    notice.update(actions=[PriceNoticeRecord.sent_at.set(at), PriceNoticeRecord.due_shard.remove(),
+                           PriceNoticeRecord.due_at.remove()])
 
 
 def archive_offer(offer: OfferRecord, at: str) -> None:

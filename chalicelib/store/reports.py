@@ -162,3 +162,26 @@ def daily_usage_of(merchant_id: str, slots: Iterable[tuple[str, str, str]]) -> d
 
 def _figures(item: dict) -> dict[str, Decimal]:
     return {name: Decimal(value["N"]) for name, value in item.items() if "N" in value}
+
+
+def earned_sk(month: str, currency: str) -> str:
+    """The revenue figures of a month and currency (domain/revenue.py), in
+    the report partition: `earned#` sorts before `month#`, so the summary's
+    Query from `month#{M-2}` does not read them."""
+    return f"earned#{month}#{currency}"
+
+
+def earned_until(merchant_id: str, month: str) -> list[tuple[str, str, dict[str, Decimal]]]:
+    """(month, currency, figures) of the revenue figures of every month up
+    to `month`: one Query (a few items a month)."""
+    items = dynamo.query_all(
+        KeyConditionExpression="pk = :pk AND sk BETWEEN :a AND :b",
+        ExpressionAttributeValues={":pk": s(report_pk(merchant_id)), ":a": s("earned#"),
+                                   ":b": s(f"earned#{month}#~")},
+        ConsistentRead=True,
+    )
+    found = []
+    for item in items:
+        _, item_month, currency = item["sk"]["S"].split("#", 2)
+        found.append((item_month, currency, _figures(item)))
+    return found

@@ -202,6 +202,17 @@ def list_subscriptions(
     return page(query, limit)
 
 
+def live_subscriptions_of_offer(merchant_id: str, offer_id: str, statuses: tuple[str, ...]):
+    """Every subscription of the merchant in one of `statuses` on `offer_id`
+    (gsi2 by status, filtered on the offer), page after page: what a price
+    change's notice reads, once per price change."""
+    key = listing_pk(merchant_id)
+    for status in statuses:
+        yield from SubscriptionRecord.by_status.query(
+            key, SubscriptionRecord.gsi2sk.startswith(f"{status}#"),
+            filter_condition=SubscriptionRecord.offer_id == offer_id)
+
+
 def customer_subscriptions(
     merchant_id: str, customer_id: str, *, status: str | None = None, limit: int | None = None,
     cursor: str | None = None,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 
-AREAS = ("customers", "offers", "reports", "settings", "billing")
+AREAS = ("customers", "offers", "reports", "settings", "billing", "self_service", "payees")
 
 TEXTS: dict[str, dict[str, str]] = {
     "fr": {
@@ -79,6 +79,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "alert_payment_failed": "Échec de paiement",
         "alert_counter_reset": "Compteur remis à zéro",
         "alert_payment_link": "Lien de paiement",
+        "alert_portal_link": "Lien vers l’espace client",
     },
     "en": {
         "colon": ": ",
@@ -146,6 +147,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "alert_payment_failed": "Payment failed",
         "alert_counter_reset": "Counter reset",
         "alert_payment_link": "Payment link",
+        "alert_portal_link": "Customer account link",
     },
 }
 

@@ -21,6 +21,7 @@ QUEUE_SETTINGS = {
     "UsageDeadLetterQueue": "USAGE_DEAD_LETTER_QUEUE_URL",
     "BillingQueue": "BILLING_QUEUE_URL",
     "NotificationsQueue": "NOTIFICATIONS_QUEUE_URL",
+    "WebhookQueue": "WEBHOOK_QUEUE_URL",
 }
 LOCAL_TABLE_NAMES = {"BillingTable": "billing", "IdempotencyTable": "billing-idempotency"}
 LOCAL_CONFIGURATION_SET = "billing-alerts"

@@ -54,7 +54,7 @@ FIRST_CALL_IMPORTS = {
     "billing_scheduler": ("chalicelib.services.issuing",),
     "dunning_scheduler": ("chalicelib.services.collecting",),
     "report_feed": ("chalicelib.services.reports",),
-    "audit_feed": ("chalicelib.services.audit",),
+    "change_feed": ("chalicelib.services.audit", "chalicelib.services.domain_events"),
     "card_expiry_scan": ("chalicelib.services.alerts",),
     "send_notifications": ("aws_lambda_powertools.utilities.batch", "chalicelib.services.alerts"),
 }

@@ -1,4 +1,5 @@
-"""What must never reach a log line: card numbers, merchants' API keys, and
+"""What must never reach a log line: card numbers, merchants' API keys and
+webhook signing secrets, and
 the stage's own secrets (Stripe's secret key and webhook secret, the
 operator key, the token signing key). The e2e session scans every log its
 local stage wrote (tests/e2e/conftest.py) once its tests are done."""
@@ -11,6 +12,8 @@ from infra.local.stage import ADMIN_API_KEY, STRIPE_SECRET_KEY, STRIPE_WEBHOOK_S
 
 # A merchant's API key: "sk_" and 43 URL-safe characters (services/merchants.py).
 MERCHANT_KEY = re.compile(r"(?<![A-Za-z0-9_-])sk_[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])")
+# A webhook endpoint's signing secret: "whsec_" and 43 URL-safe characters (services/webhooks.py).
+WEBHOOK_SECRET = re.compile(r"(?<![A-Za-z0-9_-])whsec_[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])")
 # A card number: 15 or 16 digits, alone or grouped by spaces or dashes. Only
 # the cards anyone can type on a local stage are looked for: Stripe's test
 # cards (localstripe takes no other). A wider net, any Luhn-valid number,
@@ -36,7 +39,8 @@ def luhn(digits: str) -> bool:
 
 def secrets_in(text: str) -> list[str]:
     """Each secret found in `text`, as `what: the start of it` (never the whole)."""
-    found = [f"{name}: {match.group()[:6]}…" for name, pattern in (("merchant API key", MERCHANT_KEY),)
+    found = [f"{name}: {match.group()[:6]}…" for name, pattern in (("merchant API key", MERCHANT_KEY),
+                                                                        ("webhook secret", WEBHOOK_SECRET))
              for match in pattern.finditer(text)]
     for match in CARD.finditer(text):
         digits = re.sub(r"\D", "", match.group())

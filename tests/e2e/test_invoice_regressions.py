@@ -262,7 +262,8 @@ def test_an_immediate_cancel_just_after_a_boundary_the_run_has_not_billed_prorat
 
     move_clock(operator, boundary - timedelta(minutes=2))  # the runs before the boundary
     moved = move_clock(operator, boundary + timedelta(minutes=4))  # past it, before the next run (boundary + 12 min)
-    assert [job["name"] for job in moved["jobs"]] == []
+    # No billing run (the webhook retry job runs every 5 minutes).
+    assert [job["name"] for job in moved["jobs"] if job["name"] != "webhook_scheduler"] == []
     assert [i["billing_reason"] for i in invoices_of(merchant, sub_id)] == ["subscription_create"]
     new_period = merchant.get(f"/subscriptions/{sub_id}").json()
     # Not billed yet: reading it still shows the first period.

@@ -1,5 +1,8 @@
 """Reading what the backend published on its EventBridge bus (moto): a rule
-matching `source` billing delivers every event to an SQS queue."""
+matching `source` billing delivers every event to an SQS queue. The events
+are derived from the billing table's stream (services/domain_events.py):
+reading them first hands the stream's new records to `change_feed`, as
+Lambda would."""
 from __future__ import annotations
 
 import json
@@ -7,6 +10,21 @@ import os
 
 import boto3
 import pytest
+
+
+_streams: dict[str, object] = {}
+
+
+def derive_events() -> int:
+    """Hand the billing table's new stream records to `change_feed`, as
+    Lambda would: the domain events of the writes made so far go to the bus.
+    One reader per table (a table made anew has a stream of its own)."""
+    from app import change_feed
+    from tests.integration.table_stream import billing_table_stream
+
+    stream = billing_table_stream()
+    stream = _streams.setdefault(stream.arn, stream)
+    return stream.deliver(change_feed)
 
 
 class PublishedEvents:
@@ -23,6 +41,7 @@ class PublishedEvents:
 
     def all(self) -> list[dict]:
         """Every event published so far, oldest first: {"detail-type", "source", "detail"}."""
+        derive_events()
         while True:
             answer = self.sqs.receive_message(QueueUrl=self.url, MaxNumberOfMessages=10)
             messages = answer.get("Messages", [])

@@ -7,6 +7,7 @@ parameter name has a maker here, and a route whose parameter has none fails
 the sweep until one is added."""
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 
@@ -34,6 +35,14 @@ PUBLIC = {
     ("GET", "/console/login"), ("POST", "/console/login"), ("GET", "/console/password-reset"),
     ("POST", "/console/password-reset"), ("POST", "/console/password-reset/confirm"),
     ("POST", "/console/language"),
+    # The customer's own pages ("Checkout and customer portal"): a link's
+    # token is their credential, and the portal's e-mail form needs none.
+    ("GET", "/checkout/{token}"), ("POST", "/checkout/{token}/intent"), ("POST", "/checkout/{token}/complete"),
+    ("GET", "/portal"), ("POST", "/portal"), ("GET", "/portal/{token}"), ("GET", "/portal/{token}/card"),
+    ("POST", "/portal/{token}/card/complete"), ("GET", "/portal/{token}/invoices/{invoice_id}/pdf"),
+    ("POST", "/portal/{token}/subscriptions/{subscription_id}/cancel"),
+    ("POST", "/portal/{token}/subscriptions/{subscription_id}/keep"),
+    ("POST", "/portal/{token}/subscriptions/{subscription_id}/change"),
 }
 
 
@@ -63,7 +72,12 @@ def query_filters(route: Route) -> list[str]:
     """The query parameters of a list that name one of the merchant's objects."""
     from chalicelib.api import openapi
 
-    return [name for name in openapi.query_parameters(route) if name in MAKERS]
+    return [name for name in openapi.query_parameters(route) if name in MAKERS and name not in NOT_OBJECTS]
+
+
+# Path parameters that name no object of a merchant (a statement's month):
+# as a list's query they filter nothing another merchant owns.
+NOT_OBJECTS = {"month"}
 
 
 # -- real objects of one merchant, one of each kind ----------------------------------------
@@ -141,8 +155,57 @@ def _staff_email(owner: Owner) -> str:
                                           "password": "Staff-pass-2026"})["email"]
 
 
+def _webhook_endpoint(owner: Owner) -> str:
+    # Port 9 of the loopback: nothing listens, an attempt fails at once.
+    return owner.post("/webhook-endpoints", {"url": "http://127.0.0.1:9/hook", "events": ["*"]})["id"]
+
+
+def _webhook_delivery(owner: Owner) -> str:
+    """One event of the owner on the bus, dispatched to its endpoint."""
+    import os
+
+    import boto3
+
+    import app
+    from infra.local.lambda_events import drain_once
+
+    endpoint_id = owner["endpoint_id"]
+    boto3.client("events").put_events(Entries=[{
+        "Source": "billing", "DetailType": "customer.created", "EventBusName": os.environ["EVENT_BUS_NAME"],
+        "Detail": json.dumps({"merchant_id": owner.api.merchant["id"], "customer": {"id": "cus_sweep"}})}])
+    url = boto3.client("sqs").get_queue_url(QueueName="WebhookQueue")["QueueUrl"]
+    while drain_once(url, app.app.handler_map["webhook_dispatch"]):
+        pass
+    response = owner.api.get(f"/webhook-endpoints/{endpoint_id}/deliveries")
+    assert response.status == 200 and response.json["data"], response
+    return response.json["data"][0]["id"]
+
+
+def _checkout_session(owner: Owner) -> str:
+    return owner.post("/checkout-sessions", {
+        "offer_id": owner["offer_id"], "customer_id": owner["customer_id"],
+        "success_url": "https://shop.example/thanks", "cancel_url": "https://shop.example/"})["id"]
+
+
+def _payee(owner: Owner) -> str:
+    return owner.post("/payees", {"kind": "reseller", "name": "Réseau Vision", "email": "compta@reseau-vision.fr",
+                                  "rules": [{"percent": "10"}]})["id"]
+
+
+def _price_change(owner: Owner) -> str:
+    return owner.post(f"/offers/{owner['offer_id']}/price-changes", {
+        "version": {"components": API_EXAMPLE["components"], "options": API_EXAMPLE["options"]},
+        "effective_at": "2099-01-01T00:00:00Z", "existing": "grandfather"})["id"]
+
+
+def _month(owner: Owner) -> str:
+    """A month that is over (a statement is issued once its month has ended)."""
+    return "2020-01"
+
+
 MAKERS: dict[str, Callable[[Owner], str]] = {
     "offer_id": _offer,
+    "session_id": _checkout_session,
     "customer_id": _customer,
     "subscription_id": _subscription,
     "device_id": _device,
@@ -150,12 +213,18 @@ MAKERS: dict[str, Callable[[Owner], str]] = {
     "credit_note_id": _credit_note,
     "prefix": _key_prefix,
     "email": _staff_email,
+    "endpoint_id": _webhook_endpoint,
+    "delivery_id": _webhook_delivery,
+    "payee_id": _payee,
+    "month": _month,
+    "price_change_id": _price_change,
 }
 
 # Where the owner reads the object a parameter names (its state before and
 # after another merchant's attempt).
 READ_PATHS = {
     "offer_id": "/offers/{offer_id}",
+    "session_id": "/checkout-sessions/{session_id}",
     "customer_id": "/customers/{customer_id}",
     "subscription_id": "/subscriptions/{subscription_id}",
     "device_id": "/devices/{device_id}",
@@ -163,16 +232,25 @@ READ_PATHS = {
     "credit_note_id": "/credit-notes/{credit_note_id}",
     "prefix": "/merchant",
     "email": "/merchant/users",
+    "endpoint_id": "/webhook-endpoints/{endpoint_id}",
+    "delivery_id": "/webhook-endpoints/{endpoint_id}/deliveries",
+    "payee_id": "/payees/{payee_id}",
+    "month": "/merchant",
+    "price_change_id": "/offers/{offer_id}/price-changes",
 }
 
 # Bodies that pass validation, for the models that require fields (the
 # sweep must reach the object lookup, not stop at a 400).
 VALID_BODIES = {
+    "NewWebhookEndpoint": {"url": "http://127.0.0.1:9/hook", "events": ["*"]},
     "SubscriptionChange": {"effective": "period_end"},
     "NewCreditNote": {"amount": "1.00", "reason": "goodwill", "refund": "none"},
     "OfflinePayment": {"method": "cash", "amount": "1.00"},
+    "Payout": {"reference": "VIR-1"},
     "OfferVersion": {"effective_from": "2099-01-01T00:00:00Z", "components": API_EXAMPLE["components"],
                      "options": API_EXAMPLE["options"]},
+    "PriceChange": {"version": {"components": API_EXAMPLE["components"], "options": API_EXAMPLE["options"]},
+                    "effective_at": "2099-06-01T00:00:00Z", "existing": "grandfather"},
 }
 
 

@@ -1,6 +1,6 @@
 """The audit trail (moto): writes made through the HTTP API and by a job,
 read back with GET /audit after the billing table's stream is delivered to
-`audit_feed` as Lambda would (tests/integration/table_stream.py): who made
+`change_feed` as Lambda would (tests/integration/table_stream.py): who made
 each change, when, and only what changed; a batch delivered again adds
 nothing; another merchant sees nothing."""
 from __future__ import annotations
@@ -28,14 +28,14 @@ def fixed_clock(aws):
 
 @pytest.fixture
 def feed(aws):
-    from app import audit_feed
+    from app import change_feed
 
     stream = billing_table_stream()
 
     def deliver() -> list[dict]:
-        """Hand the new stream records to audit_feed; returns them."""
+        """Hand the new stream records to change_feed; returns them."""
         before = len(stream.delivered)
-        stream.deliver(audit_feed)
+        stream.deliver(change_feed)
         assert not stream.pending, "the audit feed keeps failing"
         return stream.delivered[before:]
 
@@ -117,13 +117,13 @@ def test_a_cancellation_is_in_the_subscription_history_and_the_customers_timelin
 
 
 def test_a_stream_batch_delivered_again_adds_no_entry(merchant, feed, fixed_clock):
-    from app import audit_feed
+    from app import change_feed
 
     customer_id = new_customer(merchant)
     assert merchant.patch(f"/customers/{customer_id}", {"name": "Labo M."}).status == 200
     records = feed()
     assert len(trail(merchant, entity_id=customer_id)) == 2
-    assert audit_feed({"Records": records}, LocalContext()) == {"batchItemFailures": []}
+    assert change_feed({"Records": records}, LocalContext()) == {"batchItemFailures": []}
     assert len(trail(merchant, entity_id=customer_id)) == 2
 
 

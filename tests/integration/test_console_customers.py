@@ -65,10 +65,10 @@ def invalid_inputs(browser, page) -> set[str]:
 
 
 def deliver_audit() -> None:
-    from app import audit_feed
+    from app import change_feed
 
     stream = billing_table_stream()
-    stream.deliver(audit_feed)
+    stream.deliver(change_feed)
     assert not stream.pending
 
 

@@ -290,7 +290,9 @@ def drain_einvoices() -> int:
 
     import app
     from infra.local.lambda_events import drain_once
+    from tests.integration.domain_events import derive_events
 
+    derive_events()
     url = boto3.client("sqs", region_name="eu-west-1").get_queue_url(QueueName="EInvoiceQueue")["QueueUrl"]
     handled = 0
     while n := drain_once(url, app.app.handler_map["einvoice_drop"]):

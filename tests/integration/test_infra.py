@@ -31,21 +31,24 @@ STAGES = ("dev", "prod")
 # What each function may touch, reviewed: its policy file may name nothing
 # else. A new function gets its row here with its policy file.
 ACCESS = {
-    "api_handler": {"BillingTable", "IdempotencyTable", "EventBus", "ses", "kms:DataKey",
+    "api_handler": {"BillingTable", "IdempotencyTable", "ses", "kms:DataKey",
                     "secret:admin-api-key", "secret:stripe-key/api_handler", "secret:stripe-publishable-key",
                     "secret:stripe-webhook-secret", "secret:token-signing-key", "NotificationsQueue",
                     "StaffUserPool"},
     "ingest_usage": {"BillingTable", "UsageDeadLetterQueue", "NotificationsQueue"},
     "billing_scheduler": {"BillingTable/index/due", "BillingQueue"},
     "dunning_scheduler": {"BillingTable/index/due", "BillingQueue"},
-    "billing_worker": {"BillingTable", "EventBus", "kms:DataKey", "secret:stripe-key/billing_worker",
+    "billing_worker": {"BillingTable", "kms:DataKey", "secret:stripe-key/billing_worker",
                        "secret:token-signing-key", "NotificationsQueue"},
     "card_expiry_scan": {"BillingTable", "NotificationsQueue", "kms:DataKey", "secret:stripe-key/card_expiry_scan"},
     "send_notifications": {"BillingTable", "ses", "kms:DataKey", "secret:token-signing-key"},
     "report_feed": {"BillingTable"},
-    "audit_feed": {"BillingTable"},
+    "change_feed": {"BillingTable", "EventBus"},
     "mail_feedback": {"BillingTable"},
     "einvoice_drop": {"BillingTable", "EInvoiceBucket/objects"},
+    "commission_feed": {"BillingTable"},
+    "webhook_dispatch": {"BillingTable"},
+    "webhook_scheduler": {"BillingTable/index/due", "WebhookQueue"},
 }
 # The actions a policy may grant, by kind of resource: item-level data access
 # only (no Scan, no table or queue administration).

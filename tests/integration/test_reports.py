@@ -311,7 +311,10 @@ def test_usage_statistics_and_the_accounting_export(client, merchant, known_mont
         assert sum(Decimal(r["vat_amount"]) for r in lines) == Decimal(invoice["tax"][0]["amount"])
         assert [r["kind"] for r in lines] == [line["kind"] for line in invoice["lines"]]
     accounts = {(row["kind"], row["account_code"]) for row in rows}
-    assert accounts == {("fee", "706100"), ("usage", "706300"), ("proration", "706100")}
+    # The accounts the journal credits (domain/ledger.py), the merchant's own when it set them.
+    assert accounts == {("fee", "706000"), ("usage", "706000"), ("proration", "706000")}
+    assert merchant.patch("/merchant", {"accounts": {"revenue": "706100"}}).status == 200
+    assert {row["account_code"] for row in export(client, merchant, "2026-11", gzipped=False)} == {"706100"}
     upgrade = [row for row in rows if row["kind"] == "proration" and row["net_amount"] == "-22.87"]
     assert len(upgrade) == 1 and upgrade[0]["customer_name"] == "Client S2"
     # October holds the three first invoices only.

@@ -7,6 +7,8 @@ the objects from one maker per path parameter: a new route is swept the day
 it is added, and a new kind of parameter fails here until it has a maker."""
 from __future__ import annotations
 
+import re
+
 from tests.integration.route_sweep import (
     ACCEPT,
     LEGAL_IDENTITY,
@@ -79,4 +81,7 @@ def test_a_list_filtered_by_another_merchants_object_shows_nothing(new_merchant)
 
 
 def _object_path(name: str, owner: Owner) -> str:
-    return READ_PATHS[name].format(**{name: owner[name]})
+    """Where the owner reads it (with the objects that path names, e.g. a
+    delivery's endpoint)."""
+    path = READ_PATHS[name]
+    return path.format(**{part: owner[part] for part in re.findall(r"{(\w+)}", path)})

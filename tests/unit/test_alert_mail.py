@@ -32,6 +32,11 @@ CONTEXTS = {
                       "seq": 1042, "ts": "2026-11-22T10:00:00Z"},
     "payment_link": {"invoice_number": "OD2026-000123", "amount_due": "58.8", "currency": "EUR",
                      "link_url": "https://billing.example.com/pay/tok", "link_expires_at": "2026-11-30T06:00:00Z"},
+    "portal_link": {"link_url": "https://billing.example.com/portal/tok", "link_expires_at": "2026-11-30T07:00:00Z"},
+    "statement_issued": {"payee_name": "Réseau Vision", "number": "ODST2026-000001", "month": "2026-11",
+                         "totals": {"EUR": "123.4"}},
+    "price_change_notice": {"offer_name": "Clic&O Neksia", "effective_at": "2027-01-01T00:00:00Z",
+                            "currency": "JPY", "subscription_id": "sub_01"},
 }
 SUBJECTS = {
     ("card_expiring", "fr"): "Votre carte Visa •••• 4242 expire après 12/2026 : mettez-la à jour pour Optique Durand",
@@ -50,6 +55,12 @@ SUBJECTS = {
     ("counter_reset", "en"): "Counter reset on neksia-0042 (montages) for Labo Martin",
     ("payment_link", "fr"): "Facture OD2026-000123 de Optique Durand : 58,80 € à régler par carte",
     ("payment_link", "en"): "Optique Durand invoice OD2026-000123: €58.80 to pay by card",
+    ("portal_link", "fr"): "Votre espace client Optique Durand",
+    ("portal_link", "en"): "Your Optique Durand customer account",
+    ("statement_issued", "fr"): "Relevé de commissions ODST2026-000001 de Optique Durand pour 2026-11",
+    ("statement_issued", "en"): "Optique Durand commission statement ODST2026-000001 for 2026-11",
+    ("price_change_notice", "fr"): "Nouveaux tarifs de votre abonnement Clic&O Neksia à partir du 01/01/2027",
+    ("price_change_notice", "en"): "New prices for your Clic&O Neksia subscription from 2027-01-01",
 }
 # What the body must say, beyond the subject.
 BODIES = {
@@ -70,6 +81,12 @@ BODIES = {
     ("payment_link", "fr"): ["Bonjour Labo Martin", "https://billing.example.com/pay/tok",
                              "valable jusqu'au 30/11/2026"],
     ("payment_link", "en"): ["Hello Labo Martin", "https://billing.example.com/pay/tok", "valid until 2026-11-30"],
+    ("portal_link", "fr"): ["Bonjour Labo Martin", "https://billing.example.com/portal/tok", "valable une heure"],
+    ("portal_link", "en"): ["Hello Labo Martin", "https://billing.example.com/portal/tok", "valid for one hour"],
+    ("statement_issued", "fr"): ["Bonjour Réseau Vision", "ODST2026-000001", "123,40 €"],
+    ("statement_issued", "en"): ["Hello Réseau Vision", "ODST2026-000001", "€123.40"],
+    ("price_change_notice", "fr"): ["Bonjour Labo Martin", "premier renouvellement", "en JPY", "sub_01"],
+    ("price_change_notice", "en"): ["Hello Labo Martin", "first renewal", "in JPY", "sub_01"],
 }
 
 

@@ -117,6 +117,31 @@ def test_sqs_only_through_queues_and_stripe_only_through_payments():
                            for n in ast.walk(tree)), module
 
 
+# Outbound HTTP to merchants' receivers goes through one gateway, where its
+# checks live (webhook_sender.py: public addresses only, pinned, no redirect).
+OUTBOUND_HTTP = {"http.client", "urllib.request", "socket", "requests", "urllib3", "httpx"}
+# The local stage's moto snapshot reads moto's own server (never deployed).
+OUTBOUND_HTTP_ALLOWED = {"chalicelib.webhook_sender", "chalicelib.api.local"}
+
+
+def outbound_http_imports(tree: ast.AST) -> set[str]:
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names if alias.name in OUTBOUND_HTTP}
+        elif isinstance(node, ast.ImportFrom) and node.module in OUTBOUND_HTTP:
+            found.add(node.module)
+    return found
+
+
+def test_outbound_http_only_through_the_webhook_sender():
+    for module, (_, tree) in PARSED.items():
+        if module not in OUTBOUND_HTTP_ALLOWED:
+            assert outbound_http_imports(tree) == set(), module
+    assert outbound_http_imports(ast.parse("import socket\nfrom http.client import HTTPConnection\n")) == {
+        "socket", "http.client"}
+
+
 def test_every_file_stays_under_700_lines():
     long = {module: len(path.read_text().splitlines()) for module, (path, _) in PARSED.items()}
     assert {m: n for m, n in long.items() if n >= 700} == {}

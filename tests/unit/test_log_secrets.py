@@ -34,3 +34,12 @@ def test_keys_and_stage_secrets_are_found_and_never_echoed_whole():
     assert all(KEY not in line for line in found)
     # A key's prefix (the actor of the history and the audit trail, "key:sk_Ab3-_Ab3") is not the key.
     assert secrets_in("actor key:sk_Ab3-_Ab3") == []
+
+
+def test_a_webhook_signing_secret_is_found_and_never_echoed_whole():
+    from chalicelib.services.webhooks import new_secret
+
+    secret = new_secret()
+    found = secrets_in(f'{{"secret": "{secret}"}}')
+    assert found == [f"webhook secret: {secret[:6]}…"] and secret not in found[0]
+    assert secrets_in("endpoint we_01jdf7k3m4n5p6q7r8s9t0v1w2 whsec_short") == []

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from chalicelib.domain.catalog import parse_offer
 from chalicelib.domain.errors import InvalidRequest
+from chalicelib.domain.money import billing_quantum
 from chalicelib.domain.periods import Period, proration_fraction
 from chalicelib.domain.rating import (
     CHARGE_MODELS,
@@ -158,7 +159,9 @@ def test_per_unit_rounds_each_line_half_up():
     assert rated(metered(unit_amount="0.005"), 1)[0].amount == D("0.01")  # 0.005, half up
     assert rated(metered(unit_amount="0.0049"), 1)[0].amount == D("0.00")
     assert str(rated(metered(unit_amount="0.5"), 3, "JPY")[0].amount) == "2"  # 1.5 -> 2
-    assert str(rated(metered(unit_amount="0.0005"), 3, "KWD")[0].amount) == "0.002"  # 0.0015
+    # KWD: three decimals written, billed in multiples of 0.010 (what Stripe charges)
+    assert str(rated(metered(unit_amount="0.0005"), 30, "KWD")[0].amount) == "0.020"  # 0.015
+    assert str(rated(metered(unit_amount="0.0005"), 3, "KWD")[0].amount) == "0.000"  # 0.0015
 
 
 def test_decimal_quantities():
@@ -409,7 +412,9 @@ def test_credit_unused_fees_and_prorate_new_ones():
     st.sampled_from(["EUR", "JPY", "KWD"]),
 )
 def test_prorated_parts_add_up_to_the_fee(amount, cuts, currency):
-    amount = amount.quantize(D(1).scaleb(-{"EUR": 2, "JPY": 0, "KWD": 3}[currency]))
+    # The billing unit: KWD's minor unit is 0.001, but it bills (and Stripe charges) multiples of 0.010.
+    minor = billing_quantum(currency)
+    amount = amount.quantize(minor)
     offer = make_offer({"code": "base", "type": "flat", "amount": str(amount)}, currency=currency)
     start, end = NOVEMBER.start, NOVEMBER.end
     points = [start] + [start + timedelta(days=d) for d in sorted(cuts)] + [end]
@@ -418,7 +423,6 @@ def test_prorated_parts_add_up_to_the_fee(amount, cuts, currency):
         fraction = proration_fraction(start, end, a) - proration_fraction(start, end, b)
         (line,) = rate_fees(offer, [], None, Period(a, b), fraction)
         parts.append(line.amount)
-    minor = D(1).scaleb(-{"EUR": 2, "JPY": 0, "KWD": 3}[currency])
     assert abs(sum(parts) - amount) <= minor * len(parts)
 
 
