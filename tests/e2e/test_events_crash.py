@@ -19,6 +19,7 @@ import pytest
 
 from infra.local.stage import _signal_group
 from tests.load import population as pop
+from tests.e2e.test_webhooks import wait_for
 from tests.webhook_receiver import Receiver
 
 
@@ -26,16 +27,6 @@ from tests.webhook_receiver import Receiver
 def own(tmp_path_factory):
     with pop.OwnStage(tmp_path_factory.mktemp("events-crash") / "stage") as own:
         yield own
-
-
-def wait_for(condition, seconds: float = 60.0):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        found = condition()
-        if found:
-            return found
-        time.sleep(0.2)
-    raise AssertionError("not within the time allowed")
 
 
 class BusWatch:

@@ -177,6 +177,33 @@ def test_an_invoice_is_legal_in_pdf_factur_x_and_ubl(legal_merchant, clock):
     assert document.findtext("cbc:BuyerReference", namespaces=UBL) == customer_id
 
 
+def test_a_jpy_invoice_in_factur_x_and_ubl_has_no_decimals(legal_merchant, clock):
+    """Yen have no minor unit: the amounts of the CII and the UBL are whole
+    yen, in JPY, and still pass the schemas and the EN 16931 rules."""
+    from tests.integration.test_currencies import WORLD
+
+    legal_merchant.offer_id = new_offer(legal_merchant, WORLD)
+    _, invoice = first_invoice(legal_merchant, currency="JPY")
+    assert invoice["currency"] == "JPY"
+    assert (invoice["subtotal"], invoice["total"]) == ("12300", "14760")
+
+    _, xml = facturx_of(legal_merchant, f"/invoices/{invoice['id']}")
+    check_cii(xml)
+    tree = etree.fromstring(xml)
+    settlement = "rsm:SupplyChainTradeTransaction/ram:ApplicableHeaderTradeSettlement"
+    assert text_of(tree, f"{settlement}/ram:InvoiceCurrencyCode") == ["JPY"]
+    totals = f"{settlement}/ram:SpecifiedTradeSettlementHeaderMonetarySummation"
+    assert text_of(tree, f"{totals}/ram:GrandTotalAmount") == ["14760"]
+    assert text_of(tree, f"{totals}/ram:TaxTotalAmount") == ["2460"]
+
+    ubl = ubl_of(legal_merchant, f"/invoices/{invoice['id']}")
+    check_ubl(ubl)
+    document = etree.fromstring(ubl)
+    assert document.findtext("cbc:DocumentCurrencyCode", namespaces=UBL) == "JPY"
+    total = document.find("cac:LegalMonetaryTotal/cbc:TaxInclusiveAmount", UBL)
+    assert (total.text, total.get("currencyID")) == ("14760", "JPY")
+
+
 def _is_pdf_a3(pdf: bytes) -> None:
     """PDF/A-3B as far as it can be read back: identified so in its XMP with
     Factur-X's properties, an sRGB output intent, every font embedded, the
